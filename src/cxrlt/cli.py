@@ -1,0 +1,66 @@
+"""The `cxrlt` command line: one sub-command per module in `cxrlt.commands`.
+
+Command modules import their heavy dependencies (torch, pandas...) inside
+`run`, so `cxrlt --help` stays fast. Errors caused by input are printed as
+one paragraph with a non-zero exit code; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import textwrap
+from typing import Sequence
+
+from cxrlt import __version__
+from cxrlt.commands import COMMANDS
+from cxrlt.errors import CxrltError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command attached."""
+    parser = argparse.ArgumentParser(
+        prog="cxrlt",
+        description="Multi-label, long-tailed disease recognition on chest X-rays.",
+        epilog="Run `cxrlt COMMAND --help` for the options and an example of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"cxrlt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP + ("\n\n" + textwrap.dedent(module.DESCRIPTION).strip() if getattr(module, "DESCRIPTION", "") else ""),
+            epilog="example:\n" + textwrap.indent(textwrap.dedent(module.EXAMPLE).strip(), "  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors")
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cxrlt` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CxrltError as exc:
+        if args.debug:
+            raise
+        print(f"cxrlt {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"cxrlt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Typed run configuration, loaded from YAML and validated.
+
+A run is one YAML file. Every section is a pydantic model that rejects
+unknown keys; every pluggable method (data source, loss, sampler, pooling,
+head, optimiser, schedule, transform, mixing) is written `{name: ..., **params}`
+and its parameters are checked against the signature of the registered
+factory (see `cxrlt.registry`). Errors name the key path and what was
+expected. Command-line overrides use `key.sub=value` (YAML-parsed value;
+list items by index, e.g. `stages.1.epochs=2`).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
+
+from cxrlt.errors import ConfigError
+from cxrlt.registry import Registry, format_validation_error
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Component(BaseModel):
+    """`{name: ..., **params}` checked against a registry named by `registry`.
+
+    A bare string is accepted as `{name: <string>}`. The validated parameters
+    (defaults filled in) are kept in `params`; serialising flattens them back.
+    """
+
+    registry: ClassVar[str] = ""
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def lookup(cls) -> Registry[Any]:
+        """The registry this component is chosen from (imported lazily)."""
+        module_name, attribute = cls.registry.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_params(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict):
+            raise PydanticCustomError("component", "expected a name or a mapping with a `name` key")
+        if "params" in data and set(data) <= {"name", "params"}:
+            data = {"name": data.get("name"), **(data["params"] or {})}
+        if "name" not in data:
+            raise PydanticCustomError("component", "missing `name` (choose one of: {choices})",
+                                      {"choices": ", ".join(cls.lookup().names())})
+        params = {key: value for key, value in data.items() if key != "name"}
+        try:
+            validated = cls.lookup().validate(str(data["name"]), params, where="")
+        except ConfigError as exc:
+            raise PydanticCustomError("component", "{detail}", {"detail": str(exc)}) from None
+        return {"name": data["name"], "params": validated}
+
+    @model_serializer(mode="plain")
+    def _flatten(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    def build(self, **context: Any) -> Any:
+        """Call the registered factory with the validated params and `context`."""
+        return self.lookup().build(self.name, context=context, **self.params)
+
+
+class SourceSpec(Component):
+    registry = "cxrlt.data.sources:SOURCES"
+
+
+class LossSpec(Component):
+    registry = "cxrlt.losses:LOSSES"
+
+
+class SamplerSpec(Component):
+    registry = "cxrlt.data.samplers:SAMPLERS"
+
+
+class PoolingSpec(Component):
+    registry = "cxrlt.models.pooling:POOLINGS"
+
+
+class HeadSpec(Component):
+    registry = "cxrlt.models.heads:HEADS"
+
+
+class OptimizerSpec(Component):
+    registry = "cxrlt.training.optim:OPTIMIZERS"
+
+
+class ScheduleSpec(Component):
+    registry = "cxrlt.training.optim:SCHEDULES"
+
+
+class TransformSpec(Component):
+    registry = "cxrlt.data.transforms:TRANSFORMS"
+
+
+class MixingSpec(Component):
+    registry = "cxrlt.data.mixing:MIXERS"
+
+
+# --------------------------------------------------------------------- data
+class SplitConfig(Strict):
+    """How images are assigned to train / val / test (always patient-wise).
+
+    `source`: keep the split the source gives (e.g. NIH official lists) and
+    carve `val_fraction` of the training patients out as validation.
+    `random`: patient-wise random split by `val_fraction` / `test_fraction`.
+    `kfold`: test as in `source` (or random by `test_fraction` when the source
+    has none); the rest is cut into `folds` patient-grouped, iteratively
+    stratified folds, and fold `fold` is validation.
+    """
+
+    method: Literal["source", "random", "kfold"] = "source"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "SplitConfig":
+        if self.fold >= self.folds:
+            raise ValueError(f"fold must be below folds ({self.folds}), got {self.fold}")
+        return self
+
+
+class ImagesConfig(Strict):
+    """Pixels: the stored size, the model input size and where they come from."""
+
+    size: int = Field(224, ge=16, description="model input size (square) after transforms")
+    store_size: int | None = Field(None, ge=16, description="size images are decoded/cached at; default: size")
+    cache: Path | None = Field(None, description="prepared cache folder from `cxrlt prepare`")
+    skip_bad: bool = Field(False, description="leave out images that cannot be decoded instead of stopping")
+
+    @property
+    def stored(self) -> int:
+        """The size images are decoded to before per-image transforms."""
+        return self.store_size or self.size
+
+
+class DataConfig(Strict):
+    """Where labels and images come from, the label space and the split."""
+
+    sources: list[SourceSpec] = Field(min_length=1)
+    classes: str | list[str] | None = Field(
+        None, description="label space name (nih14, cxrlt2023...) or class list; default: the first source's"
+    )
+    unannotated: Literal["missing", "zero"] = "missing"
+    source_weights: list[float] | None = None
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "DataConfig":
+        if self.source_weights is not None and len(self.source_weights) != len(self.sources):
+            raise ValueError(
+                f"source_weights has {len(self.source_weights)} values for {len(self.sources)} sources"
+            )
+        return self
+
+
+# -------------------------------------------------------------------- model
+class ModelConfig(Strict):
+    """Backbone (timm name), pooling and classification head."""
+
+    backbone: str = "resnet18"
+    pretrained: bool | Path = Field(
+        False, description="false: random init; true: timm hub weights (random init with a warning if unreachable); "
+        "a path: local .safetensors or PyTorch state dict"
+    )
+    in_chans: Literal[1, 3] = Field(1, description="1: grayscale input (first conv adapted); 3: replicated")
+    pooling: PoolingSpec = Field(default_factory=lambda: PoolingSpec(name="avg"))
+    head: HeadSpec = Field(default_factory=lambda: HeadSpec(name="linear"))
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+# ----------------------------------------------------------------- training
+class TrainConfig(Strict):
+    """Optimisation settings shared by all stages unless a stage overrides them."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="adam"))
+    schedule: ScheduleSpec = Field(default_factory=lambda: ScheduleSpec(name="constant"))
+    sampler: SamplerSpec = Field(default_factory=lambda: SamplerSpec(name="instance"))
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of weights; evaluated with EMA weights")
+    monitor: Literal["map", "auc"] = Field("map", description="validation metric for best checkpoint and early stopping")
+    early_stopping_patience: int | None = Field(None, ge=1)
+    gradient_clip: float | None = Field(None, gt=0.0)
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+    deterministic: bool = True
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    limit_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke runs)")
+    limit_eval_batches: int | None = Field(None, ge=1, description="cap validation batches (smoke runs)")
+    channels_last: bool = False
+    compile: bool = False
+
+
+class StageConfig(Strict):
+    """One training stage; unset fields inherit from `train`, `loss`, `data.images`.
+
+    A decoupled second stage sets `freeze_backbone: true` (and by default
+    re-initialises the head and samples with `cycle`); a progressive-resizing
+    stage sets a larger `image_size` and a smaller `batch_size`.
+    """
+
+    name: str
+    epochs: int | None = Field(None, ge=1)
+    init_from: Literal["best", "last"] = Field("best", description="checkpoint of the previous stage to start from")
+    freeze_backbone: bool = False
+    reinit_head: bool | None = Field(None, description="default: true when the backbone is frozen")
+    tau_normalise: bool = Field(False, description="tune tau-normalisation of classifier weights on validation")
+    image_size: int | None = Field(None, ge=16)
+    batch_size: int | None = Field(None, ge=1)
+    sampler: SamplerSpec | None = None
+    loss: LossSpec | None = None
+    optimizer: OptimizerSpec | None = None
+    schedule: ScheduleSpec | None = None
+
+
+class AugmentConfig(Strict):
+    """Per-image transforms, batch mixing and test-time augmentation."""
+
+    train: list[TransformSpec] = Field(default_factory=list)
+    mixing: list[MixingSpec] = Field(default_factory=list)
+    tta: list[Literal["hflip", "multicrop", "multiscale"]] = Field(default_factory=list)
+    tta_merge: Literal["arithmetic", "geometric"] = "arithmetic"
+
+
+class GroupsConfig(Strict):
+    """Head / medium / tail classes by training positive count.
+
+    `rank`: the `head` most frequent and `tail` least frequent classes (seed
+    002 uses 9 / 9 of 26); `count`: head when positives >= `head_min`, tail
+    when positives < `tail_max`.
+    """
+
+    method: Literal["rank", "count"] = "rank"
+    head: int = Field(0, ge=0, description="rank: number of head classes (0 = a third)")
+    tail: int = Field(0, ge=0, description="rank: number of tail classes (0 = a third)")
+    head_min: int = 1000
+    tail_max: int = 100
+
+
+class EvaluationConfig(Strict):
+    """Metrics, grouping, thresholds and uncertainty."""
+
+    groups: GroupsConfig = Field(default_factory=GroupsConfig)
+    threshold: Literal["max_f1", "sensitivity"] = "max_f1"
+    target_sensitivity: float = Field(0.9, gt=0.0, lt=1.0)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for confidence intervals (0 = none)")
+    split: Literal["val", "test"] = "test"
+
+
+class RunConfig(Strict):
+    """A whole training and evaluation run."""
+
+    name: str = "run"
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossSpec = Field(default_factory=lambda: LossSpec(name="bce"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    stages: list[StageConfig] = Field(default_factory=list)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    def stage_list(self) -> list[StageConfig]:
+        """The declared stages, or one default stage named `main`."""
+        return self.stages or [StageConfig(name="main")]
+
+    def to_yaml(self) -> str:
+        """The resolved configuration (defaults filled in) as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------ loading
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with `key.sub=value` overrides applied."""
+    data = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, parts[: depth + 1], create=True)
+        last = parts[-1]
+        if isinstance(node, list):
+            index = _index(node, last, parts)
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:-1])} is not a section")
+    return data
+
+
+def _index(node: list[Any], part: str, path: Sequence[str]) -> int:
+    try:
+        index = int(part)
+        node[index]
+        return index
+    except (ValueError, IndexError):
+        raise ConfigError(f"override {'.'.join(path)!r}: {part!r} is not an index of a {len(node)}-item list") from None
+
+
+def _child(node: Any, part: str, path: Sequence[str], create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {'.'.join(path)!r}: parent is not a section")
+    if isinstance(node.get(part), str) and create:
+        # `loss: bce` written as a bare name: expand so that `loss.x=...` works.
+        node[part] = {"name": node[part]}
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, reporting syntax errors with file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_config(raw: dict[str, Any], origin: str = "config") -> RunConfig:
+    """Validate a raw mapping into a RunConfig (ConfigError names every bad key)."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load, override and validate a run configuration file."""
+    return parse_config(apply_overrides(load_yaml(path), overrides), origin=str(path))

@@ -1,0 +1,1 @@
+"""Data layer: label tables, readers, splits, images, cache, sampling, augmentation."""

@@ -1,0 +1,46 @@
+"""Errors a user can act on.
+
+Every problem caused by input (a file, a row, a config key) is raised as a
+`CxrltError` whose message is one paragraph naming what was wrong, where, and
+what was expected. The CLI prints that paragraph and exits non-zero without a
+traceback (unless `--debug`); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CxrltError(Exception):
+    """Base class of the errors the CLI reports as a plain message."""
+
+    exit_code = 2
+
+
+class InputError(CxrltError):
+    """A data file (labels, images, predictions) is missing or malformed."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)
+        self.path = None if path is None else Path(path)
+        self.line = line
+
+
+class ConfigError(CxrltError):
+    """A configuration value is unknown, missing or of the wrong type."""
+
+
+class ImageDecodeError(InputError):
+    """An image file cannot be read as a picture."""
+
+
+class TrainingDiverged(CxrltError):
+    """The loss became NaN or infinite; training stopped."""
+
+    exit_code = 3

@@ -1,0 +1,127 @@
+"""Atomic file output: every file the toolkit writes is complete or absent.
+
+All writers go through `atomic_path`, which hands out a temporary name in the
+destination folder and renames it over the destination only when the block
+finishes without an exception (rename within one file system is atomic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from cxrlt.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it to `path`.
+
+    The temporary file keeps the destination's suffix (or `suffix`) so that
+    libraries choosing a format by extension (matplotlib, pandas) still work.
+    On failure the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically (NaN is written as null)."""
+    return write_text(path, json.dumps(_finite_or_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, reporting a missing or malformed file as an InputError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", path, exc.lineno) from None
+
+
+def write_dataframe_csv(path: str | Path, frame: Any, **kwargs: Any) -> Path:
+    """Write a pandas DataFrame to CSV atomically (index omitted by default)."""
+    kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
+    return Path(path)
+
+
+def save_figure(path: str | Path, figure: Any, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    kwargs.setdefault("dpi", 120)
+    kwargs.setdefault("bbox_inches", "tight")
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf floats (not valid JSON) by None, recursively."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(value) for value in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _finite_or_none(obj.item())
+    return obj
+
+
+def resolve_inside(base: str | Path, relative: str | Path) -> Path:
+    """Join `relative` under `base` and refuse any result that escapes `base`.
+
+    Used wherever a name that came from a data file (an image id, a path in a
+    CSV) decides where the toolkit writes.
+    """
+    base_resolved = Path(base).resolve()
+    candidate = (base_resolved / relative).resolve()
+    if candidate != base_resolved and base_resolved not in candidate.parents:
+        raise InputError(
+            f"the name {str(relative)!r} would write outside the output folder {base_resolved}; "
+            "names taken from data files must stay inside it"
+        )
+    return candidate
