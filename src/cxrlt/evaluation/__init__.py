@@ -1,0 +1,1 @@
+"""Metrics, grouping, bootstrap, reports and plots."""
