@@ -1,0 +1,66 @@
+"""Class-balanced loss (Cui et al., CVPR 2019) on BCE or focal."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from cxrlt.losses.base import (
+    CONTEXT,
+    LOSSES,
+    Beta,
+    Count,
+    MultiLabelLoss,
+    NonNegative,
+    Positive,
+    Smoothing,
+    log_probabilities,
+    safe_pow,
+)
+from cxrlt.losses.effective_number import effective_number_weights, require_positives
+
+
+@LOSSES.register("class_balanced", context=CONTEXT)
+class ClassBalancedLoss(MultiLabelLoss):
+    """w_k [y (1-p)^g (-log p) + (1-y) p^g (-log(1-p))], w_k = C a_k / sum_j a_j (SPEC 1.7).
+
+    a_k = (1 - beta) / (1 - beta^n_k) with n_k the training positives of
+    class k, so the weights sum to C. `gamma=0` (default) is class-balanced
+    BCE; `gamma > 0` is class-balanced focal as in Cui et al. (focal
+    modulation without an alpha, the class weight playing its role).
+    """
+
+    name = "class_balanced"
+
+    def __init__(
+        self,
+        beta: Beta = 0.9999,
+        gamma: NonNegative = 0.0,
+        *,
+        label_smoothing: Smoothing = 0.0,
+        upweight_classes: tuple[str, ...] = (),
+        upweight_factor: Positive = 1.0,
+        upweight_worst_k: Count = 0,
+        class_counts: Any = None,
+        class_names: Sequence[str] | None = None,
+    ):
+        super().__init__(
+            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
+            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
+        )
+        self.beta, self.gamma = float(beta), float(gamma)
+        counts = self._require_counts()
+        require_positives(self, counts.positives)
+        self.weights = effective_number_weights(counts.positives, self.beta, 1.0)
+        self._set_class_weight(self.weights)
+
+    def _elementwise(self, x: Tensor, y: Tensor) -> Tensor:
+        log_p, log_q = log_probabilities(x)
+        positive = -safe_pow(torch.sigmoid(-x), self.gamma) * log_p
+        negative = -safe_pow(torch.sigmoid(x), self.gamma) * log_q
+        return y * positive + (1 - y) * negative
+
+    def extra_repr(self) -> str:
+        return ", ".join(filter(None, [f"beta={self.beta}, gamma={self.gamma}", super().extra_repr()]))
