@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import textwrap
 from typing import Sequence
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cxrlt` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("cxrlt").setLevel(logging.INFO)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

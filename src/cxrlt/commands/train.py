@@ -1,0 +1,50 @@
+"""`cxrlt train`: train (or resume) a run from a YAML configuration."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a classifier from a run configuration (or resume a stopped run)"
+DESCRIPTION = """
+Reads CONFIG (YAML; see configs/ for the seed-paper recipes), applies
+key.sub=value overrides, and trains every stage, checkpointing each epoch.
+At the end it saves the model (safetensors), predictions, metrics.json and
+report.md in the run folder. A stopped run (killed, Ctrl-C, crashed machine)
+continues from its last finished epoch with --resume.
+"""
+EXAMPLE = """
+cxrlt train configs/demo.yaml --out runs/demo train.epochs=3 model.backbone=resnet18
+cxrlt train --resume runs/demo
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `cxrlt train`."""
+    parser.add_argument("config", nargs="?", help="run configuration (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.epochs=5 loss.name=focal stages.1.epochs=2")
+    parser.add_argument("--out", help="run folder (default: runs/NAME, NAME from the config)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train or resume, then print where the results are."""
+    from pathlib import Path
+
+    from cxrlt.config import load_config
+    from cxrlt.errors import ConfigError
+    from cxrlt.training.run import resume, train
+
+    progress = not args.no_progress
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume takes the configuration saved in the run folder; give no CONFIG or overrides")
+        run_dir = resume(args.resume, progress=progress)
+    else:
+        if not args.config:
+            raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
+        config = load_config(args.config, args.overrides)
+        run_dir = train(config, Path(args.out or Path("runs") / config.name), progress=progress)
+    print(f"run folder: {run_dir}  (metrics.json, predictions.csv, report.md, model.safetensors)")
+    return 0

@@ -1,0 +1,1 @@
+"""Models: timm backbone -> pooling -> head, built from the config."""

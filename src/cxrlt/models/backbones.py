@@ -1,0 +1,119 @@
+"""timm backbones as feature-map extractors, with pretrained-weight handling.
+
+Weights come from timm's hub (when reachable), from a local file
+(.safetensors or a PyTorch state dict, loaded with `weights_only=True`, so no
+code in the file is ever executed), or are random with a clear warning.
+Grayscale input uses `in_chans=1`: timm sums the pretrained RGB filters of the
+first convolution, which equals feeding the gray image replicated 3 times.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from cxrlt.errors import ConfigError
+
+# Grayscale normalisation: the mean of ImageNet's RGB statistics, so a gray
+# image replicated to RGB and normalised by channel gives the same input.
+GRAY_MEAN = 0.449
+GRAY_STD = 0.226
+
+
+class PretrainedWeightsWarning(UserWarning):
+    """ImageNet weights were asked for but could not be had."""
+
+
+class Backbone(nn.Module):
+    """A timm model without its classifier, returning an NCHW feature map.
+
+    Some timm heads normalise after pooling (ConvNeXt's LayerNorm). That norm
+    is handed to our head (`take_post_pool`) so pretrained features keep their
+    scale; the classifier-free timm model never runs its own head.
+    """
+
+    def __init__(self, model: nn.Module, name: str):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.num_features: int = model.num_features
+        self.channels_last_output = getattr(model, "output_fmt", "NCHW") == "NHWC"
+
+    def take_post_pool(self) -> nn.Module:
+        """Remove and return the timm head's post-pooling norm (Identity if none)."""
+        head = getattr(self.model, "head", None)
+        norm = getattr(head, "norm", None) if isinstance(head, nn.Module) else None
+        if isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity):
+            head.norm = nn.Identity()
+            return norm
+        return nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(x)
+        if features.ndim != 4:
+            raise ConfigError(
+                f"backbone {self.name!r} returns {features.ndim}-d features; cxrlt needs a convolutional or "
+                "windowed backbone with a 2-d feature map (CNNs, ConvNeXt, Swin, EfficientNet...)"
+            )
+        if self.channels_last_output:
+            features = features.permute(0, 3, 1, 2)
+        return features
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool | str | Path = False,
+    in_chans: int = 1,
+    drop_path_rate: float = 0.0,
+    image_size: int | None = None,
+) -> Backbone:
+    """Build timm model `name` as a feature extractor.
+
+    `pretrained`: False (random init), True (timm hub; random init with a
+    `PretrainedWeightsWarning` when the hub cannot be reached), or a path to a
+    local weights file.
+    """
+    if name not in timm.list_models() and not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ConfigError(f"model.backbone: timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    kwargs: dict = dict(num_classes=0, global_pool="", in_chans=in_chans)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if image_size is not None and _takes_img_size(name):
+        kwargs["img_size"] = image_size
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        return Backbone(_from_local_file(name, Path(pretrained), kwargs), name)
+    if pretrained:
+        try:
+            return Backbone(timm.create_model(name, pretrained=True, **kwargs), name)
+        except Exception as exc:  # any hub/network failure: fall back, loudly
+            warnings.warn(
+                f"could not load ImageNet weights for {name!r} from the hub ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); training from RANDOM initialisation. "
+                "Set model.pretrained to a local weights file to avoid this.",
+                PretrainedWeightsWarning,
+                stacklevel=2,
+            )
+    return Backbone(timm.create_model(name, pretrained=False, **kwargs), name)
+
+
+def _takes_img_size(name: str) -> bool:
+    # Window/patch models (Swin) fix their input size at construction.
+    return name.startswith(("swin", "vit", "deit", "beit", "eva"))
+
+
+def _from_local_file(name: str, path: Path, kwargs: dict) -> nn.Module:
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained: weights file {path} not found")
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"model.pretrained: cannot load {path} into {name!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Expected a .safetensors file or a PyTorch "
+            "state dict of plain tensors (files that need code to unpickle are refused)."
+        ) from None

@@ -1,0 +1,75 @@
+"""Assemble backbone + head into a model that takes raw uint8 images."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from cxrlt.config import ModelConfig
+from cxrlt.models.backbones import GRAY_MEAN, GRAY_STD, Backbone, create_backbone
+
+
+class CxrModel(nn.Module):
+    """uint8 (B, 1, H, W) images -> logits (B, K).
+
+    Normalisation lives inside the model, so a saved model is complete: it
+    takes pixels as stored and needs no separate preprocessing recipe.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, in_chans: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.in_chans = in_chans
+        self.register_buffer("mean", torch.tensor(GRAY_MEAN), persistent=False)
+        self.register_buffer("std", torch.tensor(GRAY_STD), persistent=False)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float images -> normalised float, replicated to 3 channels if needed."""
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        x = (x - self.mean) / self.std
+        if self.in_chans == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return x
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone feature map (B, C, h, w) of raw images."""
+        return self.backbone(self.normalise(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the feature extractor (frozen in decoupled stage 2)."""
+        return self.backbone.parameters()
+
+
+def build_model(
+    config: ModelConfig,
+    num_classes: int,
+    image_size: int | None = None,
+    context: Mapping[str, Any] | None = None,
+    pretrained: bool | None = None,
+) -> CxrModel:
+    """Build the model of `config` for `num_classes` outputs.
+
+    `context` carries data-derived inputs some heads need (label statistics,
+    label embeddings, class names). `pretrained=False` overrides the config
+    (used when weights are loaded from a saved model right after).
+    """
+    weights = config.pretrained if pretrained is None else pretrained
+    backbone = create_backbone(config.backbone, weights, config.in_chans, config.drop_path_rate, image_size)
+    head_context = {
+        "in_features": backbone.num_features,
+        "num_classes": num_classes,
+        "pooling": config.pooling.build(),
+        "post_pool": backbone.take_post_pool(),
+        "backbone": backbone,
+        **(context or {}),
+    }
+    head = config.head.build(**head_context)
+    return CxrModel(backbone, head, config.in_chans)

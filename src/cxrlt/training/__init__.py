@@ -1,0 +1,1 @@
+"""Training engine: Lightning glue, stages, optimisers, export."""

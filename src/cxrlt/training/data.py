@@ -1,0 +1,128 @@
+"""The data of a run: label table with splits, training statistics, stores, loaders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cxrlt.config import RunConfig, SamplerSpec
+from cxrlt.data.dataset import ImageDataset, KeyedSampler, ShardSampler
+from cxrlt.data.sources import load_table
+from cxrlt.data.store import open_store
+from cxrlt.data.table import LabelTable
+from cxrlt.data.transforms import Pipeline, build_pipeline
+from cxrlt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """Label table of a run (with splits) and statistics of its training split.
+
+    Statistics are computed once, from the training split only, and handed to
+    whatever needs them (losses, samplers, graph heads, groups).
+    """
+
+    config: RunConfig
+    table: LabelTable
+    _stores: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val"):
+            if len(self.part(split)) == 0:
+                raise InputError(
+                    f"the {split} split is empty; check data.split (method {self.config.data.split.method!r}, "
+                    f"val_fraction {self.config.data.split.val_fraction})"
+                )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in model output order."""
+        return self.table.classes
+
+    def part(self, split: str) -> LabelTable:
+        """Rows of one split."""
+        return self.table.split(split)
+
+    def train_counts(self) -> dict[str, list[int]]:
+        """Positives and negatives per class in the training split (missing labels excluded)."""
+        labels = self.part("train").labels
+        return {
+            "positives": [int(v) for v in np.nansum(labels == 1, axis=0)],
+            "negatives": [int(v) for v in np.nansum(labels == 0, axis=0)],
+        }
+
+    def store(self, split: str, size: int) -> Any:
+        """Pixels of one split at `size` (from the prepared cache when configured)."""
+        key = (split, size)
+        if key not in self._stores:
+            images = self.config.data.images
+            cache = images.cache if images.cache is not None and size == images.stored else None
+            self._stores[key] = open_store(self.part(split), size, cache=cache)
+        return self._stores[key]
+
+
+def load_run_data(config: RunConfig) -> RunData:
+    """Read the sources of `config`, assign splits, and warn about slow image paths."""
+    if config.data.images.cache is None:
+        log.warning(
+            "no prepared cache (data.images.cache): images are decoded from the original files every epoch. "
+            "Run `cxrlt prepare CONFIG --out DIR` once and set data.images.cache=DIR for a much faster data path."
+        )
+    return RunData(config, load_table(config.data))
+
+
+class StageDataModule(L.LightningDataModule):
+    """Loaders of one stage; samplers know the rank and world size at creation."""
+
+    def __init__(self, data: RunData, image_size: int, batch_size: int, sampler: SamplerSpec,
+                 train_pipeline: Pipeline, num_workers: int, seed: int):
+        super().__init__()
+        self.data = data
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.sampler_spec = sampler
+        self.train_pipeline = train_pipeline
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _store_size(self) -> int:
+        return self.data.config.data.images.stored
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world()
+        train = self.data.part("train")
+        sampler = self.sampler_spec.build(
+            labels=train.labels, num_samples=len(train), seed=self.seed, rank=rank, world_size=world
+        )
+        dataset = ImageDataset(self.data.store("train", self._store_size()), train.labels, self.train_pipeline,
+                               seed=self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=KeyedSampler(sampler, rank),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=len(sampler) > self.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world()
+        val = self.data.part("val")
+        dataset = ImageDataset(self.data.store("val", self._store_size()), val.labels,
+                               build_pipeline([], self.image_size))
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=ShardSampler(len(val), rank, world),
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())

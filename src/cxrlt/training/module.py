@@ -1,0 +1,144 @@
+"""The LightningModule: one training stage of a multi-label classifier."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from cxrlt.config import OptimizerSpec, ScheduleSpec
+from cxrlt.errors import TrainingDiverged
+from cxrlt.evaluation.metrics import monitor_metrics
+
+Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains `model` with `loss`; validates with mean AP and mean AUC.
+
+    Randomness that is not keyed by sample (dropout, drop-path, batch mixing)
+    is reseeded from (seed, epoch) at each epoch start, so a run resumed from
+    an end-of-epoch checkpoint repeats exactly what an uninterrupted run does.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerSpec,
+        schedule: ScheduleSpec,
+        steps_per_epoch: int,
+        epochs: int,
+        seed: int,
+        freeze_backbone: bool = False,
+        mixer: Mixer | None = None,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.optimizer_spec = optimizer
+        self.schedule_spec = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.seed = seed
+        self.freeze_backbone = freeze_backbone
+        self.mixer = mixer
+        self.channels_last = channels_last
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.last_val: dict[str, Any] = {}
+        if freeze_backbone:
+            for parameter in self.model.backbone_parameters():
+                parameter.requires_grad_(False)
+
+    # ------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(_mix_seed(self.seed, self.current_epoch, self.global_rank))
+        if self.freeze_backbone:
+            # Frozen means frozen: BatchNorm statistics must not drift either.
+            self.model.backbone.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets, _ = batch
+        if self.mixer is not None:
+            generator = torch.Generator(device="cpu").manual_seed(
+                _mix_seed(self.seed, self.current_epoch, self.global_rank, batch_idx)
+            )
+            images, targets = self.mixer(images, targets, generator)
+        logits = self(images)
+        loss = self.loss(logits.float(), targets)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); training stopped. The last good checkpoint is kept; lower the learning "
+                "rate, enable gradient clipping (train.gradient_clip) or check the labels."
+            )
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    # ---------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets, rows = batch
+        probs = torch.sigmoid(self(images).float())
+        self._val_outputs.append((probs.detach(), targets, rows))
+
+    def on_validation_epoch_end(self) -> None:
+        probs, targets, rows = self._gather_validation()
+        metrics = monitor_metrics(targets, probs)
+        self.last_val = metrics
+        self.log("val/map", metrics["map"], prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val/auc", metrics["auc"], prog_bar=True, sync_dist=False, rank_zero_only=False)
+        update = getattr(self.loss, "update_class_factors", None)
+        if callable(update) and not self.trainer.sanity_checking:
+            update(metrics["ap_per_class"])
+
+    def _gather_validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs = torch.cat([p for p, _, _ in self._val_outputs])
+        targets = torch.cat([t for _, t, _ in self._val_outputs])
+        rows = torch.cat([r for _, _, r in self._val_outputs])
+        self._val_outputs = []
+        if self.trainer.world_size > 1:
+            probs, targets, rows = _all_gather_padded(self, probs, targets, rows)
+        order = torch.argsort(rows)
+        return probs[order].cpu().numpy(), targets[order].cpu().numpy(), rows[order].cpu().numpy()
+
+    # ---------------------------------------------------------- optimisers
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_spec.build(params=params)
+        accumulate = max(1, self.trainer.accumulate_grad_batches)
+        steps_per_epoch = max(1, math.ceil(self.steps_per_epoch / accumulate))
+        factor = self.schedule_spec.build(steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * self.epochs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (stable across runs and processes)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _all_gather_padded(module: L.LightningModule, probs, targets, rows):
+    """Gather unequal shards from every rank (padded rows are marked -1)."""
+    length = torch.tensor([len(rows)], device=rows.device)
+    longest = int(module.all_gather(length).max())
+    pad = longest - len(rows)
+    if pad:
+        probs = torch.cat([probs, probs.new_zeros(pad, probs.shape[1])])
+        targets = torch.cat([targets, targets.new_zeros(pad, targets.shape[1])])
+        rows = torch.cat([rows, rows.new_full((pad,), -1)])
+    gathered = [module.all_gather(x).flatten(0, 1) for x in (probs, targets, rows)]
+    keep = gathered[2] >= 0
+    return gathered[0][keep], gathered[1][keep], gathered[2][keep]

@@ -1,0 +1,81 @@
+"""Resolve the stages of a run: what each one trains, with what, from where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrlt.config import LossSpec, OptimizerSpec, RunConfig, SamplerSpec, ScheduleSpec, StageConfig
+
+# Decoupled classifier re-training (cRT, Kang et al.) samples class-balanced.
+DECOUPLED_DEFAULT_SAMPLER = "cycle"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Fully resolved settings of one stage (nothing left to inherit)."""
+
+    index: int
+    name: str
+    folder: Path
+    epochs: int
+    image_size: int
+    batch_size: int
+    sampler: SamplerSpec
+    loss: LossSpec
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    freeze_backbone: bool
+    reinit_head: bool
+    tau_normalise: bool
+    init_from: str
+
+    @property
+    def checkpoints(self) -> Path:
+        """Folder of `last.ckpt` and `best.ckpt`."""
+        return self.folder / "checkpoints"
+
+    @property
+    def done_marker(self) -> Path:
+        """Written (atomically) when the stage has finished."""
+        return self.folder / "done.json"
+
+    @property
+    def done(self) -> bool:
+        """Whether the stage has already finished."""
+        return self.done_marker.is_file()
+
+    def checkpoint(self, which: str) -> Path:
+        """`best` or `last` checkpoint path."""
+        return self.checkpoints / f"{which}.ckpt"
+
+
+def resolve_stages(config: RunConfig, run_dir: Path) -> list[Stage]:
+    """Every stage of `config` with inherited settings filled in."""
+    stages = []
+    for index, stage in enumerate(config.stage_list()):
+        stages.append(_resolve(config, stage, index, Path(run_dir)))
+    return stages
+
+
+def _resolve(config: RunConfig, stage: StageConfig, index: int, run_dir: Path) -> Stage:
+    train = config.train
+    default_sampler = (
+        SamplerSpec(name=DECOUPLED_DEFAULT_SAMPLER) if stage.freeze_backbone else train.sampler
+    )
+    return Stage(
+        index=index,
+        name=stage.name,
+        folder=run_dir / "stages" / f"{index + 1:02d}-{stage.name}",
+        epochs=stage.epochs or train.epochs,
+        image_size=stage.image_size or config.data.images.size,
+        batch_size=stage.batch_size or train.batch_size,
+        sampler=stage.sampler or default_sampler,
+        loss=stage.loss or config.loss,
+        optimizer=stage.optimizer or train.optimizer,
+        schedule=stage.schedule or train.schedule,
+        freeze_backbone=stage.freeze_backbone,
+        reinit_head=stage.freeze_backbone if stage.reinit_head is None else stage.reinit_head,
+        tau_normalise=stage.tau_normalise,
+        init_from=stage.init_from,
+    )
