@@ -34,7 +34,10 @@ class Head(nn.Module):
 class LinearHead(Head):
     """Pool -> (dropout) -> one linear layer for all classes.
 
-    `dropout > 0` gives the dropout + linear head of seed 003.
+    `dropout > 0` gives the dropout + linear head of seed 003. The classifier
+    can be tau-normalised (Kang et al.): w_k / ||w_k||^tau, bias kept (in
+    multi-label sigmoid outputs the bias carries each class' prevalence);
+    tau is a saved buffer, 0 = plain linear.
     """
 
     def __init__(self, in_features: int, num_classes: int, pooling: nn.Module, post_pool: nn.Module | None = None,
@@ -44,9 +47,21 @@ class LinearHead(Head):
         self.post_pool = post_pool if post_pool is not None else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(in_features, num_classes)
+        self.register_buffer("tau", torch.tensor(0.0))
+
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled (and post-pool normalised) image vectors (B, D)."""
+        return self.post_pool(self.pool(features))
+
+    def logits_from_pooled(self, pooled: torch.Tensor, tau: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of pooled vectors with the classifier tau-normalised by `tau` (default: the saved tau)."""
+        tau = self.tau if tau is None else tau
+        weight = self.fc.weight / self.fc.weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau)
+        return nn.functional.linear(pooled, weight, self.fc.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.post_pool(self.pool(features))))
+        return self.logits_from_pooled(self.dropout(self.pooled(features)))
 
     def reset_classifier(self) -> None:
         self.fc.reset_parameters()
+        self.tau.zero_()

@@ -39,6 +39,19 @@ def sgd(params: Iterable, lr: float = 0.01, momentum: float = 0.9, weight_decay:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
+@OPTIMIZERS.register("ranger", context=("params",))
+def ranger(params: Iterable, lr: float = 1e-3, weight_decay: float = 0.0, betas: tuple[float, float] = (0.95, 0.999),
+           eps: float = 1e-5, lookahead_k: int = 6, lookahead_alpha: float = 0.5) -> torch.optim.Optimizer:
+    """"Ranger" (seed 001): RAdam wrapped in Lookahead (k steps forward, alpha back).
+
+    Uses timm's Lookahead; the defaults are those of the original Ranger.
+    """
+    from timm.optim import Lookahead
+
+    base = torch.optim.RAdam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+    return Lookahead(base, alpha=lookahead_alpha, k=lookahead_k)
+
+
 def _warmup(step: int, warmup_steps: int) -> float:
     return (step + 1) / warmup_steps if step < warmup_steps else 1.0
 
