@@ -1,0 +1,205 @@
+"""`cxrlt stats`: label statistics of a dataset, printed and written as JSON/plots."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxrlt.data.stats import LabelStats
+    from cxrlt.data.table import LabelTable
+
+HELP = "Label statistics: positives per class, labels per image, co-occurrence, splits."
+DESCRIPTION = """
+Reads one label file (--source and --labels, with the source's options) or
+the data section of a run config (--config), prints a table of positives,
+negatives, prevalence and head/medium/tail group per class, and optionally
+writes the statistics as JSON and the figures (label distribution, labels
+per image, co-occurrence) as PNGs. When the data has splits, the JSON also
+gives images per split and the number of patients found in more than one.
+"""
+EXAMPLE = """
+cxrlt stats --source nih --labels Data_Entry_2017_v2020.csv.gz \\
+    --train-list train_val_list.txt --test-list test_list.txt \\
+    --json nih_stats.json --plots figures/
+cxrlt stats --source chexpert --labels CheXpert-v1.0-small/train.csv --uncertain zeros --views frontal
+cxrlt stats --config run.yaml --split train --json train_stats.json
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cxrlt stats`."""
+    data = parser.add_argument_group("data: a label file, or --config")
+    data.add_argument("--config", metavar="RUN.yaml", help="take the data section (sources, classes, split) of a run config")
+    data.add_argument("--override", metavar="KEY=VALUE", action="append", default=[],
+                      help="with --config: change a config value, e.g. data.split.method=kfold (repeatable)")
+    data.add_argument("--source", metavar="NAME", help="label file format: nih, chexpert, mimic or csv")
+    data.add_argument("--labels", metavar="FILE", help="the label file (CSV, plain or .gz)")
+    data.add_argument("--images", metavar="DIR", help="image folder the paths are relative to")
+    data.add_argument("--train-list", metavar="FILE", help="nih: official train_val_list.txt")
+    data.add_argument("--test-list", metavar="FILE", help="nih: official test_list.txt")
+    data.add_argument("--no-finding", action="store_true", default=None, help="nih: add a 'No Finding' class")
+    data.add_argument("--uncertain", choices=("ones", "zeros", "ignore"), help="chexpert/mimic: -1 becomes 1, 0 or missing (default ones)")
+    data.add_argument("--blank", choices=("zeros", "ignore"), help="chexpert/mimic: blank becomes 0 or missing (default zeros)")
+    data.add_argument("--views", metavar="V,V", help="chexpert: keep these views (frontal, lateral, ap, pa)")
+    data.add_argument("--classes", metavar="A,B", help="mimic/csv: class columns (default: inferred)")
+    data.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                      help="any other parameter of the source, e.g. path_column=file (repeatable)")
+    data.add_argument("--split", choices=("train", "val", "test"), help="statistics of this split only")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", metavar="OUT", help="write the statistics as JSON")
+    out.add_argument("--plots", metavar="DIR", help="write label_distribution, labels_per_image and co-occurrence PNGs")
+    out.add_argument("--log-scale", action="store_true", help="log axis in the label distribution plot")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute, print and write the statistics."""
+    from cxrlt.data.stats import format_table, save_plots
+    from cxrlt.io import write_json
+
+    table, groups_options = load_for_stats(args)
+    stats, payload = stats_payload(table, split=args.split, groups_options=groups_options)
+    groups = [payload["classes"][name]["group"] for name in stats.classes]
+    print(format_table(stats, groups))
+    print(_summary(payload))
+    if args.json:
+        write_json(args.json, payload)
+        print(f"wrote {args.json}")
+    if args.plots:
+        for path in save_plots(stats, args.plots, groups, log=args.log_scale):
+            print(f"wrote {path}")
+    return 0
+
+
+def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, Any]]:
+    """The table the options describe and the head/medium/tail grouping options."""
+    from cxrlt.data.sources import SOURCES, load_table
+    from cxrlt.errors import ConfigError
+
+    source_flags = [
+        "source", "labels", "images", "train_list", "test_list", "no_finding", "uncertain", "blank", "views", "classes",
+    ]
+    if args.config:
+        given = [f"--{name.replace('_', '-')}" for name in source_flags if getattr(args, name) is not None] + (
+            ["--option"] if args.option else []
+        )
+        if given:
+            raise ConfigError(f"--config takes the data from the config; leave out {', '.join(given)}")
+        data, groups = _config_sections(args.config, args.override)
+        return load_table(data), groups
+    if args.override:
+        raise ConfigError("--override applies to --config only; pass source parameters with --option KEY=VALUE")
+    if not args.source or not args.labels:
+        raise ConfigError("give --source and --labels (or --config RUN.yaml); see `cxrlt stats --help`")
+    params = _source_params(args)
+    accepted = SOURCES.entry(args.source).params.model_fields
+    unknown = [key for key in params if key not in accepted]
+    if unknown:
+        from_options = {item.split("=", 1)[0].strip().replace("-", "_") for item in args.option}
+        flags = ", ".join(f"--option {key}" if key in from_options else f"--{key.replace('_', '-')}" for key in unknown)
+        raise ConfigError(
+            f"--source {args.source} does not take {flags}; its parameters are: {', '.join(accepted)}"
+        )
+    return SOURCES.build(args.source, **params), {}
+
+
+def _config_sections(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The validated `data` section and `evaluation.groups` options of a run config.
+
+    Only these sections are validated, so statistics work whatever the
+    model or training sections name.
+    """
+    from pydantic import ValidationError
+
+    from cxrlt.config import DataConfig, GroupsConfig, apply_overrides, load_yaml
+    from cxrlt.errors import ConfigError
+    from cxrlt.registry import format_validation_error
+
+    raw = apply_overrides(load_yaml(path), overrides)
+    if not isinstance(raw.get("data"), dict):
+        raise ConfigError(f"{path}: a run config needs a `data` section (sources, classes, split)")
+    evaluation = raw.get("evaluation") or {}
+    sections = {
+        "data": (DataConfig, raw["data"]),
+        "evaluation.groups": (GroupsConfig, (evaluation.get("groups") if isinstance(evaluation, dict) else None) or {}),
+    }
+    validated = {}
+    for key, (model, value) in sections.items():
+        try:
+            validated[key] = model.model_validate(value)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {format_validation_error(exc, prefix=key)}") from None
+    data, groups = validated["data"], validated["evaluation.groups"]
+    return data, groups.model_dump()
+
+
+def _source_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Source parameters from the flags that were given, plus --option KEY=VALUE."""
+    import yaml
+
+    from cxrlt.errors import ConfigError
+
+    params: dict[str, Any] = {}
+    for name in ("labels", "images", "train_list", "test_list", "no_finding", "uncertain", "blank"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = value
+    for name in ("views", "classes"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = [item.strip() for item in value.split(",") if item.strip()]
+    for item in args.option:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
+        key, text = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(text) if text else None
+    return params
+
+
+def stats_payload(
+    table: "LabelTable", split: str | None = None, groups_options: dict[str, Any] | None = None
+) -> tuple["LabelStats", dict[str, Any]]:
+    """The statistics of `table` (or one split of it) and the JSON document of `cxrlt stats`.
+
+    Keys: n_images, n_patients, classes (name -> positives, negatives,
+    missing, prevalence, group), labels_per_image, cooccurrence; when the
+    table has splits: splits (name -> images), patients_in_both (patients
+    with images in more than one split) and per_split (name -> class ->
+    positives).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from cxrlt.data.splits import patient_groups
+    from cxrlt.data.stats import LabelStats
+
+    groups_key = patient_groups(table)
+    has_splits = table.meta["split"].notna().any()
+    selected = table if split is None else table.split(split)
+    stats = LabelStats.from_table(selected)
+    payload: dict[str, Any] = stats.to_json(stats.groups(**(groups_options or {})))
+    selected_groups = groups_key if split is None else groups_key[(table.meta["split"] == split).fillna(False).to_numpy(dtype=bool)]
+    payload = {"n_images": payload.pop("n_images"), "n_patients": int(len(np.unique(selected_groups.astype(str)))), **payload}
+    if split is not None:
+        payload["split"] = split
+    if has_splits:
+        parts = table.meta["split"]
+        counts = parts.value_counts()
+        payload["splits"] = {name: int(counts.get(name, 0)) for name in ("train", "val", "test") if name in counts}
+        per_patient = pd.DataFrame({"patient": groups_key, "split": parts.to_numpy()}).dropna()
+        payload["patients_in_both"] = int((per_patient.groupby("patient")["split"].nunique() > 1).sum())
+        payload["per_split"] = {
+            name: dict(zip(table.classes, LabelStats.from_table(table.split(name)).positives))
+            for name in payload["splits"]
+        }
+    return stats, payload
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    line = f"{payload['n_images']:,} images, {payload['n_patients']:,} patients"
+    if "split" in payload:
+        line += f" (split {payload['split']})"
+    if "splits" in payload:
+        parts = ", ".join(f"{name} {count:,}" for name, count in payload["splits"].items())
+        line += f"; splits: {parts}; patients in more than one split: {payload['patients_in_both']:,}"
+    return line

@@ -1,0 +1,63 @@
+"""Label-file readers (one per dataset format) and `load_table` for a run's data.
+
+A reader is a function registered in `SOURCES`; its annotated keyword
+parameters are the YAML schema of `data.sources` entries, e.g.
+`{name: nih, labels: Data_Entry_2017.csv, train_list: train_val_list.txt}`.
+Each returns a `LabelTable`. Malformed files raise `InputError` naming the
+file and the offending lines (the header is line 1).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cxrlt.registry import Registry
+
+if TYPE_CHECKING:
+    from cxrlt.config import DataConfig
+    from cxrlt.data.table import LabelTable
+
+SOURCES: Registry["LabelTable"] = Registry("data source")
+
+# Imported for their registration side effect; SOURCES must exist first.
+from cxrlt.data.sources import chexpert, csv_table, mimic, nih  # noqa: E402,F401
+
+
+def load_table(data: "DataConfig") -> "LabelTable":
+    """Read every source of `data`, map them to one class list, merge and split.
+
+    Classes are `data.classes` (a label space name or a list), else the
+    first source's. A class a source does not annotate becomes missing (NaN)
+    or 0 as `data.unannotated` says. With several sources, image paths are
+    made absolute (the tables have different roots). Splits are assigned by
+    `cxrlt.data.splits.assign_splits` per `data.split`.
+    """
+    import pandas as pd
+
+    from cxrlt.data.splits import assign_splits
+    from cxrlt.data.table import LabelTable
+    from cxrlt.errors import ConfigError
+    from cxrlt.labels import class_mapping, resolve_classes
+
+    tables = [spec.build() for spec in data.sources]
+    classes = resolve_classes(data.classes) if data.classes is not None else tables[0].classes
+    mapped = []
+    for i, (spec, table) in enumerate(zip(data.sources, tables), start=1):
+        if all(index is None for index in class_mapping(table.classes, classes)):
+            raise ConfigError(
+                f"data.sources.{i - 1} ({spec.name}) annotates none of the classes {', '.join(classes)}; "
+                f"its classes are {', '.join(table.classes)}"
+            )
+        mapped.append(table.select_classes(classes, data.unannotated))
+    if len(mapped) > 1:
+        ids = pd.concat([t.meta["image_id"].astype(str) for t in mapped], keys=range(len(mapped)))
+        repeated = ids[ids.duplicated(keep=False)]
+        if len(repeated):
+            image_id = repeated.iloc[0]
+            where = sorted({int(k) for k in repeated[repeated == image_id].index.get_level_values(0)})
+            raise ConfigError(
+                f"image id {image_id!r} occurs in data.sources.{where[0]} and data.sources.{where[-1]} "
+                f"({len(repeated)} rows share ids across sources); a source is listed twice, or two files overlap"
+            )
+    table = mapped[0] if len(mapped) == 1 else LabelTable.concat(mapped)
+    return assign_splits(table, data.split)
