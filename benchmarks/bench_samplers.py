@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cxrlt.data.samplers import build, sampler_frequency_table
-from cxrlt.data.sources.nih import read_nih
+from cxrlt.data.sources.nih import nih as read_nih_table
 
 SAMPLERS = {"instance": {}, "cycle": {}, "least_sampled": {}, "sqrt": {}, "repeat_factor": {"threshold": 0.05}}
 
@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     nih = args.data / "nih"
-    table = read_nih(labels=nih / "Data_Entry_2017_v2020.csv.gz", train_list=nih / "train_val_list.txt",
+    table = read_nih_table(labels=nih / "Data_Entry_2017_v2020.csv.gz", train_list=nih / "train_val_list.txt",
                      test_list=nih / "test_list.txt")
     labels = table.labels[(table.meta["split"] != "test").to_numpy(dtype=bool)]
     print(f"NIH training labels: {labels.shape[0]} images x {labels.shape[1]} classes; {args.draws} draws")

@@ -289,10 +289,10 @@ def test_frequency_table():
 # ----------------------------------------------------------------- real NIH
 @pytest.mark.real_data
 def test_cycle_matches_eq1_on_nih_training_labels(shared_data):
-    from cxrlt.data.sources.nih import read_nih
+    from cxrlt.data.sources.nih import nih as read_nih_table
 
     nih = shared_data / "nih"
-    table = read_nih(labels=nih / "Data_Entry_2017_v2020.csv.gz", train_list=nih / "train_val_list.txt",
+    table = read_nih_table(labels=nih / "Data_Entry_2017_v2020.csv.gz", train_list=nih / "train_val_list.txt",
                      test_list=nih / "test_list.txt")
     train = table.labels[(table.meta["split"] != "test").to_numpy(dtype=bool)]
     assert train.shape == (86524, 14)
