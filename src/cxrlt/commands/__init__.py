@@ -6,5 +6,9 @@ heavy dependencies inside `run`.
 """
 
 COMMANDS: dict[str, str] = {
+<<<<<<< HEAD
     "stats": "cxrlt.commands.stats",
+=======
+    "evaluate": "cxrlt.commands.evaluate",
+>>>>>>> metrics
 }

@@ -1,0 +1,154 @@
+"""`cxrlt evaluate`: score a prediction table against labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cxrlt.errors import ConfigError
+
+HELP = "score predictions against labels: per-class AUC, AP, F1 and head/medium/tail means"
+DESCRIPTION = """
+Reads a prediction table (an id column and one probability column per class)
+and a label file (the same id column and one 0 / 1 / blank column per class;
+other columns are ignored), matches them by image id, and writes a JSON report
+with `per_class`, `mean` and `groups` (head / medium / tail) sections. Missing
+labels are left out per class; a class without a positive or a negative has
+no AUC / AP (null in the JSON) and is left out of the means.
+
+Head / medium / tail groups come from the positive counts of --groups-from (the
+training labels, as they should); without it they come from the evaluated
+labels, which the output says. With --val-predictions and --val-labels, a
+per-class threshold is tuned on validation and F1 is reported at it too.
+
+The id column is found by name when --id-column is not given: the first of
+image_id, dicom_id, Image Index, path, id (case-insensitive) in each file.
+"""
+EXAMPLE = """
+cxrlt evaluate --predictions runs/nih/test_predictions.csv --labels data/nih_test_labels.csv \\
+    --groups-from data/nih_train_labels.csv --json runs/nih/test_metrics.json --plots runs/nih/plots
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cxrlt evaluate`."""
+    files = parser.add_argument_group("prediction table mode")
+    files.add_argument("--predictions", metavar="P.csv", type=Path, help="prediction table (id + one probability column per class)")
+    files.add_argument("--labels", metavar="L.csv", type=Path, help="labels of the same images (id + 0/1/blank per class)")
+    parser.add_argument("--json", metavar="OUT.json", type=Path, help="where to write the metrics report (required)")
+    parser.add_argument("--id-column", metavar="C", help="id column of the CSV files (default: found by name)")
+    groups = parser.add_argument_group("head / medium / tail groups")
+    groups.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
+                        help="training label file whose positive counts define the groups")
+    groups.add_argument("--group-method", choices=("rank", "count"), default="rank",
+                        help="rank: the most / least frequent classes; count: thresholds on positives (default: rank)")
+    groups.add_argument("--head", type=int, default=0, metavar="K",
+                        help="rank: number of head classes (default: a third)")
+    groups.add_argument("--tail", type=int, default=0, metavar="K",
+                        help="rank: number of tail classes (default: a third)")
+    groups.add_argument("--head-min", type=int, default=1000, metavar="N",
+                        help="count: head when positives >= N (default: 1000)")
+    groups.add_argument("--tail-max", type=int, default=100, metavar="N",
+                        help="count: tail when positives < N (default: 100)")
+    tuning = parser.add_argument_group("F1 at tuned thresholds")
+    tuning.add_argument("--val-predictions", metavar="V.csv", type=Path, help="validation prediction table")
+    tuning.add_argument("--val-labels", metavar="VL.csv", type=Path, help="validation labels")
+    tuning.add_argument("--threshold-method", choices=("max_f1", "sensitivity"), default="max_f1",
+                        help="max_f1: maximise validation F1; sensitivity: highest threshold reaching --target-sensitivity")
+    tuning.add_argument("--target-sensitivity", type=float, default=0.9, metavar="S",
+                        help="for --threshold-method sensitivity (default: 0.9)")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="fixed decision threshold for F1 (default: 0.5)")
+    parser.add_argument("--plots", metavar="DIR", type=Path, help="also save roc.png, pr.png and per_class.png here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the prediction table given on the command line."""
+    missing = [flag for flag, value in (("--predictions", args.predictions), ("--labels", args.labels), ("--json", args.json)) if value is None]
+    if missing:
+        raise ConfigError(
+            f"cxrlt evaluate needs {', '.join(missing)}: give --predictions P.csv --labels L.csv --json OUT.json "
+            "(see `cxrlt evaluate --help`)"
+        )
+    return _evaluate_prediction_file(args)
+
+
+def _evaluate_prediction_file(args: argparse.Namespace) -> int:
+    import warnings
+
+    import numpy as np
+
+    from cxrlt.evaluation.groups import class_groups
+    from cxrlt.evaluation.metrics import compute_metrics, tune_thresholds
+    from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
+    from cxrlt.io import write_json
+
+    if (args.val_predictions is None) != (args.val_labels is None):
+        raise ConfigError("--val-predictions and --val-labels go together: give both to tune thresholds, or neither")
+    if not 0 <= args.threshold <= 1:
+        raise ConfigError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    if not 0 < args.target_sensitivity <= 1:
+        raise ConfigError(f"--target-sensitivity must lie in (0, 1], got {args.target_sensitivity}")
+
+    predictions = read_predictions(args.predictions, args.id_column)
+    data = align(predictions, read_label_csv(args.labels, args.id_column, predictions.classes))
+    classes = list(data.classes)
+
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        thresholds = None
+        if args.val_predictions is not None:
+            val_pred = read_predictions(args.val_predictions, args.id_column)
+            val = align(val_pred, read_label_csv(args.val_labels, args.id_column, val_pred.classes))
+            columns = _reorder(val.classes, classes, f"{args.val_predictions} and {args.predictions}")
+            thresholds = tune_thresholds(
+                val.labels[:, columns], val.probs[:, columns], args.threshold_method, args.target_sensitivity,
+                fallback=args.threshold, classes=classes,
+            )
+            notes.append(f"thresholds tuned on {args.val_predictions} ({args.threshold_method})")
+        result = compute_metrics(data.labels, data.probs, classes, thresholds=thresholds, threshold=args.threshold)
+
+    if args.groups_from is not None:
+        train = read_label_csv(args.groups_from, args.id_column, classes)
+        counts = np.sum(train.values == 1, axis=0)
+        notes.append(f"groups from the training positives in {args.groups_from}")
+    else:
+        counts = result.positives
+        notes.append("groups from the evaluated labels' positive counts (give --groups-from TRAIN.csv to use the training split)")
+    try:
+        groups = class_groups(counts, args.group_method, args.head, args.tail, args.head_min, args.tail_max)
+    except ValueError as exc:
+        raise ConfigError(f"--head / --tail: {exc}") from None
+
+    report = result.to_dict(groups)
+    write_json(args.json, report)
+    plots = []
+    if args.plots is not None:
+        from cxrlt.evaluation.plots import write_plots
+
+        plots = write_plots(args.plots, data.labels, data.probs, result, groups,
+                            counts if args.groups_from is not None else None)
+
+    for warning in caught:
+        print(f"cxrlt evaluate: warning: {warning.message}", file=sys.stderr)
+    print(f"{len(data.ids)} images, {len(classes)} classes; " + "; ".join(notes))
+    print(result.format_table(groups, counts if args.groups_from is not None else None))
+    print(f"wrote {args.json}" + (f" and {', '.join(str(p) for p in plots)}" if plots else ""))
+    return 0
+
+
+def _reorder(source: tuple[str, ...], target: list[str], where: str) -> list[int]:
+    """Column indices putting `source` classes in `target` order."""
+    from cxrlt.errors import InputError
+    from cxrlt.labels import canonical_key
+
+    index = {canonical_key(c): j for j, c in enumerate(source)}
+    missing = [c for c in target if canonical_key(c) not in index]
+    extra = len(source) - (len(target) - len(missing))
+    if missing or extra:
+        raise InputError(
+            f"the validation and test prediction tables ({where}) must have the same classes; "
+            f"validation lacks {missing or 'none'} and has {extra} class(es) the test table lacks"
+        )
+    return [index[canonical_key(c)] for c in target]
