@@ -6,9 +6,7 @@ heavy dependencies inside `run`.
 """
 
 COMMANDS: dict[str, str] = {
-<<<<<<< HEAD
-    "stats": "cxrlt.commands.stats",
-=======
+    "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
->>>>>>> metrics
+    "stats": "cxrlt.commands.stats",
 }
