@@ -6,6 +6,7 @@ heavy dependencies inside `run`.
 """
 
 COMMANDS: dict[str, str] = {
+    "demo": "cxrlt.commands.demo",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "stats": "cxrlt.commands.stats",

@@ -8,9 +8,13 @@ from pathlib import Path
 
 from cxrlt.errors import ConfigError
 
-HELP = "score predictions against labels: per-class AUC, AP, F1 and head/medium/tail means"
+HELP = "score a run or a prediction table: per-class AUC, AP, F1 and head/medium/tail means"
 DESCRIPTION = """
-Reads a prediction table (an id column and one probability column per class)
+Run folder mode (cxrlt evaluate RUN_DIR [--split test]): predicts the split
+with the run's saved model, writes its predictions and metrics into the run
+folder and prints the per-class table.
+
+Prediction table mode: reads a prediction table (an id column and one probability column per class)
 and a label file (the same id column and one 0 / 1 / blank column per class;
 other columns are ignored), matches them by image id, and writes a JSON report
 with `per_class`, `mean` and `groups` (head / medium / tail) sections. Missing
@@ -26,6 +30,7 @@ The id column is found by name when --id-column is not given: the first of
 image_id, dicom_id, Image Index, path, id (case-insensitive) in each file.
 """
 EXAMPLE = """
+cxrlt evaluate runs/demo --split test
 cxrlt evaluate --predictions runs/nih/test_predictions.csv --labels data/nih_test_labels.csv \\
     --groups-from data/nih_train_labels.csv --json runs/nih/test_metrics.json --plots runs/nih/plots
 """
@@ -33,6 +38,10 @@ cxrlt evaluate --predictions runs/nih/test_predictions.csv --labels data/nih_tes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `cxrlt evaluate`."""
+    parser.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder made by `cxrlt train`")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test",
+                        help="run folder mode: the split to evaluate (default: test)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     files = parser.add_argument_group("prediction table mode")
     files.add_argument("--predictions", metavar="P.csv", type=Path, help="prediction table (id + one probability column per class)")
     files.add_argument("--labels", metavar="L.csv", type=Path, help="labels of the same images (id + 0/1/blank per class)")
@@ -63,7 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the prediction table given on the command line."""
+    """Score a run folder, or the prediction table given on the command line."""
+    if args.run_dir is not None:
+        if args.predictions or args.labels:
+            raise ConfigError("give either RUN_DIR or --predictions/--labels, not both")
+        return _evaluate_run_dir(args)
     missing = [flag for flag, value in (("--predictions", args.predictions), ("--labels", args.labels), ("--json", args.json)) if value is None]
     if missing:
         raise ConfigError(
@@ -71,6 +84,16 @@ def run(args: argparse.Namespace) -> int:
             "(see `cxrlt evaluate --help`)"
         )
     return _evaluate_prediction_file(args)
+
+
+def _evaluate_run_dir(args: argparse.Namespace) -> int:
+    from cxrlt.training.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split, progress=not args.no_progress)
+    print(metrics["table"])
+    for message in metrics["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
+    return 0
 
 
 def _evaluate_prediction_file(args: argparse.Namespace) -> int:

@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the configuration saved in the run folder; give no CONFIG or overrides")
-        run_dir = resume(args.resume, progress=progress)
+        result = resume(args.resume, progress=progress)
     else:
         if not args.config:
             raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
         config = load_config(args.config, args.overrides)
-        run_dir = train(config, Path(args.out or Path("runs") / config.name), progress=progress)
-    print(f"run folder: {run_dir}  (metrics.json, predictions.csv, report.md, model.safetensors)")
+        result = train(config, Path(args.out or Path("runs") / config.name), progress=progress)
+    print(result.metrics["table"])
+    print(f"\nrun folder: {result.run_dir}  (metrics.json, predictions.csv, report.md, plots/, model.safetensors)")
     return 0

@@ -435,3 +435,20 @@ def compute_metrics(
             stacklevel=2,
         )
     return result
+
+
+def monitor_metrics(y_true: Any, y_score: Any) -> dict[str, Any]:
+    """Validation summary used during training: mean AP, mean AUC, per-class AP.
+
+    Undefined classes are left out of the means silently (the final
+    evaluation reports them); a mean over no class is NaN.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = compute_metrics(y_true, y_score)
+    defined = result.defined
+    return {
+        "map": float(np.mean(result.ap[defined])) if defined.any() else float("nan"),
+        "auc": float(np.mean(result.auc[defined])) if defined.any() else float("nan"),
+        "ap_per_class": [float(v) for v in result.ap],
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import lightning as L
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 from cxrlt.config import RunConfig, SamplerSpec
 from cxrlt.data.dataset import ImageDataset, KeyedSampler, ShardSampler
 from cxrlt.data.sources import load_table
+from cxrlt.data.stats import LabelStats
 from cxrlt.data.store import open_store
 from cxrlt.data.table import LabelTable
 from cxrlt.data.transforms import Pipeline, build_pipeline
@@ -51,13 +53,10 @@ class RunData:
         """Rows of one split."""
         return self.table.split(split)
 
-    def train_counts(self) -> dict[str, list[int]]:
-        """Positives and negatives per class in the training split (missing labels excluded)."""
-        labels = self.part("train").labels
-        return {
-            "positives": [int(v) for v in np.nansum(labels == 1, axis=0)],
-            "negatives": [int(v) for v in np.nansum(labels == 0, axis=0)],
-        }
+    @cached_property
+    def train_stats(self) -> LabelStats:
+        """Label statistics of the training split (the losses' class counts)."""
+        return LabelStats.from_table(self.part("train"))
 
     def store(self, split: str, size: int) -> Any:
         """Pixels of one split at `size` (from the prepared cache when configured)."""

@@ -21,6 +21,7 @@ import logging
 import platform
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,15 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 
 
-def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
+@dataclass
+class RunResult:
+    """Where a finished run lives and its headline metrics (with a printable `table`)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
     """Train a new run of `config` in `run_dir` (which must not hold another run)."""
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).exists():
@@ -56,7 +65,7 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path
     return _run(config, run_dir, progress)
 
 
-def resume(run_dir: str | Path, progress: bool = True) -> Path:
+def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
     """Continue the run in `run_dir` from its saved configuration and checkpoints."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -64,7 +73,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> Path:
     return _run(load_config(run_dir / CONFIG_FILE), run_dir, progress)
 
 
-def _run(config: RunConfig, run_dir: Path, progress: bool) -> Path:
+def _run(config: RunConfig, run_dir: Path, progress: bool) -> RunResult:
     write_json(run_dir / "environment.json", environment(config))
     data = load_run_data(config)
     previous: Stage | None = None
@@ -75,8 +84,7 @@ def _run(config: RunConfig, run_dir: Path, progress: bool) -> Path:
     assert previous is not None
     from cxrlt.training.evaluate import finish_run
 
-    finish_run(config, data, run_dir, previous, progress=progress)
-    return run_dir
+    return RunResult(run_dir, finish_run(config, data, run_dir, previous, progress=progress))
 
 
 def environment(config: RunConfig) -> dict[str, Any]:
@@ -124,7 +132,7 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
     train_cfg = config.train
     L.seed_everything(_mix_seed(train_cfg.seed, stage.index) % (2**31), workers=True, verbose=False)
     model = stage_model(config, data, stage, previous)
-    loss = stage.loss.build(class_counts=data.train_counts(), class_names=list(data.classes))
+    loss = stage.loss.build(class_counts=data.train_stats, class_names=list(data.classes))
     datamodule = StageDataModule(
         data, stage.image_size, stage.batch_size, stage.sampler,
         build_pipeline(config.augment.train, stage.image_size), train_cfg.num_workers, train_cfg.seed,

@@ -1,0 +1,74 @@
+"""The Markdown report of a run and its training-curve plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlt.io import save_figure, write_text
+
+
+def read_training_logs(run_dir: Path) -> pd.DataFrame:
+    """Per-epoch training loss and validation metrics of every stage, in order."""
+    frames = []
+    for index, log in enumerate(sorted(Path(run_dir).glob("stages/*/logs/metrics.csv"))):
+        frame = pd.read_csv(log)
+        if "epoch" not in frame:
+            continue
+        columns = [c for c in ("train/loss_epoch", "val/map", "val/auc") if c in frame]
+        per_epoch = frame.groupby("epoch")[columns].last().reset_index()
+        per_epoch.insert(0, "stage", log.parent.parent.name)
+        per_epoch.insert(1, "stage_index", index)
+        frames.append(per_epoch)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
+    """Training loss and validation mAP / mean AUC per epoch, stages one after another."""
+    if logs.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, len(logs) + 1)
+    if "train/loss_epoch" in logs:
+        ax_loss.plot(x, logs["train/loss_epoch"], marker="o", color="#444444")
+    ax_loss.set(title="training loss", xlabel="epoch (all stages)", ylabel="loss per image")
+    for column, colour, label in (("val/map", "#c53030", "validation mAP"), ("val/auc", "#2b6cb0", "validation mean AUC")):
+        if column in logs:
+            ax_val.plot(x, logs[column], marker="o", color=colour, label=label)
+    ax_val.set(title="validation", xlabel="epoch (all stages)", ylim=(0, 1))
+    ax_val.legend(loc="lower right")
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+        for start in logs.index[logs["stage_index"].diff().fillna(0) > 0]:
+            ax.axvline(start + 0.5, color="#999999", linestyle="--", linewidth=1)
+    return save_figure(path, fig)
+
+
+def write_report(path: Path, title: str, config_summary: dict[str, Any], splits: dict[str, int],
+                 table: str, summary: dict[str, Any], plots: Sequence[str], notes: Sequence[str] = ()) -> Path:
+    """A Markdown report: setup, per-class table, group means, plots."""
+    lines = [f"# {title}", "", "## Setup", ""]
+    lines += [f"- **{key}**: {value}" for key, value in config_summary.items()]
+    lines += ["- **images**: " + ", ".join(f"{name} {count}" for name, count in splits.items()), ""]
+    lines += ["## Results", "", "```", table, "```", ""]
+    mean = summary["mean"]
+    lines.append(f"Mean AUC {_fmt(mean['auc'])}, mAP {_fmt(mean['ap'])}, mean F1 {_fmt(mean['f1'])} "
+                 f"over {mean['evaluated']} of {mean['classes']} classes.")
+    for name, group in summary.get("groups", {}).items():
+        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} ({group['evaluated']} classes)")
+    lines += [""] + [f"- {note}" for note in notes] + [""] if notes else [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return write_text(path, "\n".join(lines))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,142 @@
+"""Finish a run (export, thresholds, predictions, metrics, report) and re-evaluate it.
+
+Files in the run folder: `predictions.csv` / `metrics.json` for the
+evaluation split (config `evaluation.split`, test by default),
+`predictions_val.csv` / `metrics_val.json` for validation, `plots/`,
+`report.md`, and the exported model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrlt.config import RunConfig
+from cxrlt.data.stats import save_plots
+from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics, tune_thresholds
+from cxrlt.evaluation.plots import write_plots
+from cxrlt.evaluation.predictions import write_predictions
+from cxrlt.evaluation.report import plot_training_curves, read_training_logs, write_report
+from cxrlt.io import write_json
+from cxrlt.models.build import CxrModel, build_model
+from cxrlt.training.checkpoints import load_checkpoint, model_state
+from cxrlt.training.data import RunData
+from cxrlt.training.export import export_model, load_model
+from cxrlt.training.predict import predict_probabilities
+from cxrlt.training.stages import Stage
+
+
+def split_files(config: RunConfig, split: str) -> tuple[str, str]:
+    """(predictions, metrics) file names of a split in the run folder."""
+    suffix = "" if split == evaluation_split(config) else f"_{split}"
+    return f"predictions{suffix}.csv", f"metrics{suffix}.json"
+
+
+def evaluation_split(config: RunConfig) -> str:
+    """The split whose results are the run's headline numbers."""
+    return config.evaluation.split
+
+
+def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> dict[str, Any]:
+    """Export the best model of the last stage and evaluate it on validation and the evaluation split."""
+    from cxrlt.training.run import model_context
+
+    model = build_model(config.model, len(data.classes), last.image_size, context=model_context(data),
+                        pretrained=False)
+    model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
+    extra: dict[str, Any] = {"train_positives": data.train_stats.positives,
+                             "groups": data.train_stats.groups(**config.evaluation.groups.model_dump())}
+    val = data.part("val")
+    val_store = data.store("val", config.data.images.stored)
+    if last.tau_normalise:
+        from cxrlt.training.tau import tune_tau
+
+        extra["tau_normalisation"] = tune_tau(model, val_store, val.labels, last.image_size,
+                                              monitor=config.train.monitor, progress=progress)
+    val_probs = predict_probabilities(model, val_store, last.image_size, progress=progress, description="predict val")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        thresholds = tune_thresholds(val.labels, val_probs, method=config.evaluation.threshold,
+                                     target_sensitivity=config.evaluation.target_sensitivity)
+    extra["thresholds"] = [float(t) for t in thresholds]
+    export_model(model, run_dir, config.model, list(data.classes), last.image_size, extra=extra)
+    results = {"val": score_split(config, data, run_dir, "val", val_probs, extra)}
+    split = evaluation_split(config)
+    if split != "val":
+        if len(data.part(split)):
+            results[split] = evaluate_split(model, extra, config, data, run_dir, split, last.image_size, progress)
+        else:
+            warnings.warn(f"the {split} split is empty: the run's headline numbers are on validation")
+    headline = results.get(split, results["val"])
+    write_run_report(config, data, run_dir, headline, split if split in results else "val")
+    return headline
+
+
+def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, data: RunData, run_dir: Path,
+                   split: str, image_size: int, progress: bool = True) -> dict[str, Any]:
+    """Predict one split with `model`, then score and save it."""
+    probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
+                                  progress=progress, description=f"predict {split}")
+    return score_split(config, data, run_dir, split, probs, meta)
+
+
+def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, probs: np.ndarray,
+                meta: dict[str, Any]) -> dict[str, Any]:
+    """Write predictions and metrics of `split`; return the metrics dict (with its text table)."""
+    part = data.part(split)
+    predictions_name, metrics_name = split_files(config, split)
+    write_predictions(run_dir / predictions_name, part.image_ids, list(data.classes), probs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        result = compute_metrics(part.labels, probs, data.classes, thresholds=meta.get("thresholds"))
+    groups = meta["groups"]
+    metrics = result.to_dict(groups)
+    metrics["split"] = split
+    metrics["n_images"] = len(part)
+    if "tau_normalisation" in meta:
+        metrics["tau"] = meta["tau_normalisation"]["tau"]
+    write_json(run_dir / metrics_name, metrics)
+    metrics["table"] = result.format_table(groups, meta["train_positives"])
+    metrics["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    metrics["result"] = result
+    return metrics
+
+
+def write_run_report(config: RunConfig, data: RunData, run_dir: Path, metrics: dict[str, Any], split: str) -> Path:
+    """Plots and `report.md` of the headline split."""
+    plots_dir = run_dir / "plots"
+    part = data.part(split)
+    probs_path = run_dir / split_files(config, split)[0]
+    from cxrlt.evaluation.predictions import read_predictions
+
+    probs = read_predictions(probs_path).probs
+    groups = [metrics["per_class"][name]["group"] for name in data.classes]
+    plots = write_plots(plots_dir, part.labels, probs, metrics["result"], groups, data.train_stats.positives)
+    curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png")
+    label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
+    relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
+    setup = {
+        "backbone": f"{config.model.backbone} ({'pretrained' if config.model.pretrained else 'random init'}), "
+                    f"pooling {config.model.pooling.name}, head {config.model.head.name}",
+        "loss": config.loss.name, "sampler": config.train.sampler.name,
+        "stages": ", ".join(f"{s.name} ({s.epochs or config.train.epochs} ep)" for s in config.stage_list()),
+        "input": f"{config.data.images.size} px", "evaluated split": split,
+    }
+    splits = {name: len(data.part(name)) for name in ("train", "val", "test")}
+    return write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, metrics["table"],
+                        metrics, relative, notes=metrics.get("warnings", []))
+
+
+def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> dict[str, Any]:
+    """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
+    from cxrlt.training.data import load_run_data
+    from cxrlt.training.run import load_run_config
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    model, meta = load_model(run_dir)
+    data = load_run_data(config)
+    return evaluate_split(model, meta, config, data, run_dir, split, meta["image_size"], progress)
