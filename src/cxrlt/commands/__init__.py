@@ -6,4 +6,5 @@ heavy dependencies inside `run`.
 """
 
 COMMANDS: dict[str, str] = {
+    "prepare": "cxrlt.commands.prepare",
 }
