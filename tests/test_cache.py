@@ -264,3 +264,14 @@ def test_not_enough_disk_space_is_refused_before_writing(tmp_path: Path, table: 
     with pytest.raises(InputError, match="needs 0.00 GB but only 0.00 GB are free"):
         prepare_cache(table, tmp_path / "cache", SIZE, workers=1, progress=False)
     assert not (tmp_path / "cache" / "meta.json").exists()
+
+
+def test_damaged_cache_is_refused_and_can_be_rebuilt(tmp_path: Path, table: LabelTable):
+    out = prepare_cache(table, tmp_path / "cache", SIZE, workers=1, progress=False)
+    (out / "pixels.npy").unlink()
+    with pytest.raises(InputError, match="damaged.*pixels.npy is missing"):
+        open_store(table, SIZE, out)
+    with pytest.raises(InputError, match="pixels.npy is missing.*--overwrite"):
+        prepare_cache(table, out, SIZE, workers=1, progress=False)
+    prepare_cache(table, out, SIZE, workers=1, progress=False, overwrite=True)
+    np.testing.assert_array_equal(open_store(table, SIZE, out)[0], expected(table)[0])

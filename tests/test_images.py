@@ -377,3 +377,10 @@ def test_scan_images_reports_every_bad_file(tmp_path: Path, workers: int):
     bad = scan_images(ordered, workers=workers, progress=False)
     assert [path for path, _ in bad] == [files[k] for k in ("truncated", "empty", "text", "dicom", "missing")]
     assert all(reason and str(path) not in reason for path, reason in bad)
+
+
+def test_outputs_are_writable_arrays(tmp_path: Path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.full((6, 9), 3, np.uint8)).save(path)
+    for image in (decode_image(path), load_image(path, 6), load_image(path, 3), load_image(path, 12)):
+        image[0, 0] = 1  # read-only arrays would raise here

@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cxrlt import __version__
-from cxrlt.data.images import default_workers, format_bad_images, load_image
+from cxrlt.data.images import default_workers, error_reason, format_bad_images, load_image
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import ImageDecodeError, InputError
 from cxrlt.io import atomic_path, read_json, write_json
@@ -105,22 +105,43 @@ def read_cache_info(cache_dir: str | Path) -> CacheInfo:
             f"({CACHE_VERSION}); prepare it again with `cxrlt prepare ... --overwrite`",
             cache_dir,
         )
-    index = read_json(cache_dir / INDEX)
-    image_ids = [str(i) for i in index["image_ids"]]
-    if len(image_ids) != int(meta["count"]):
-        raise InputError(f"{INDEX} lists {len(image_ids)} images but {META} says {meta['count']}", cache_dir)
-    status = _read_status(cache_dir, len(image_ids))
-    bad = read_json(cache_dir / BAD) if (cache_dir / BAD).is_file() else {}
+    try:
+        image_ids = [str(i) for i in read_json(cache_dir / INDEX)["image_ids"]]
+        size, count, fingerprint = int(meta["size"]), int(meta["count"]), str(meta["fingerprint"])
+        bad = read_json(cache_dir / BAD) if (cache_dir / BAD).is_file() else {}
+        bad = {str(k): str(v) for k, v in bad.items()}
+        pixels_shape = np.load(cache_dir / PIXELS, mmap_mode="r").shape
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+        raise InputError(
+            f"the prepared cache is damaged ({_describe(exc)}); prepare it again with `cxrlt prepare ... --overwrite`",
+            cache_dir,
+        ) from None
+    expected_shape = (count, size, size)
+    if len(image_ids) != count or pixels_shape != expected_shape:
+        raise InputError(
+            f"the prepared cache is damaged: {INDEX} lists {len(image_ids)} images and {PIXELS} has shape "
+            f"{pixels_shape}, but {META} describes {expected_shape}; prepare it again with --overwrite",
+            cache_dir,
+        )
+    status = _read_status(cache_dir, count)
     return CacheInfo(
         path=cache_dir,
-        size=int(meta["size"]),
-        count=len(image_ids),
-        fingerprint=str(meta["fingerprint"]),
+        size=size,
+        count=count,
+        fingerprint=fingerprint,
         complete=bool(meta.get("complete", False)),
         image_ids=image_ids,
-        bad={str(k): str(v) for k, v in bad.items()},
+        bad=bad,
         finished=int(np.count_nonzero(status)),
     )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing entry {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return f"{Path(exc.filename).name if exc.filename else 'a file'} is missing"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def require_complete(info: CacheInfo) -> None:
@@ -214,8 +235,8 @@ def prepare_cache(
         raise ImageDecodeError(
             f"{len(failures)} of {len(table)} images cannot be decoded; the cache at {out} is not "
             f"complete. The {int(np.count_nonzero(status))} decoded images are kept and will not be "
-            "decoded again. Fix or remove these files and run the command again, or pass --skip-bad "
-            f"(data.images.skip_bad) to record them as bad and leave them out:\n{listing}"
+            "decoded again. Fix these files (or drop their rows from the labels) and run the command "
+            f"again, or pass --skip-bad (data.images.skip_bad) to record them as bad and leave them out:\n{listing}"
         )
     _write_complete(out, table, size, status)
     return out
@@ -236,7 +257,7 @@ def _run_here(
             try:
                 pixels[row] = load_image(paths[row], size)
             except ImageDecodeError as exc:
-                writer.record([], [(row, _reason(exc, paths[row]))], skip_bad, failures)
+                writer.record([], [(row, error_reason(exc))], skip_bad, failures)
             else:
                 writer.record([row], [], skip_bad, failures)
     finally:
@@ -311,16 +332,10 @@ def _decode_rows(rows: list[int], paths: list[str], size: int) -> tuple[list[int
         try:
             pixels[row] = load_image(path, size)
         except ImageDecodeError as exc:
-            failed.append((row, _reason(exc, path)))
+            failed.append((row, error_reason(exc)))
         else:
             done.append(row)
     return done, failed
-
-
-def _reason(exc: ImageDecodeError, path: str) -> str:
-    text = str(exc)
-    prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 class _Progress:
@@ -428,6 +443,10 @@ def _mismatch(out: Path, table: LabelTable, size: int) -> str | None:
             f"it was prepared from another image list ({meta.get('count')} images, fingerprint "
             f"{meta.get('fingerprint')}) than this table ({len(table)} images, fingerprint {table.fingerprint()})"
         )
+    try:
+        read_cache_info(out)
+    except InputError as exc:
+        return error_reason(exc)
     return None
 
 
