@@ -7,7 +7,8 @@ heavy dependencies inside `run`.
 
 COMMANDS: dict[str, str] = {
     "demo": "cxrlt.commands.demo",
+    "prepare": "cxrlt.commands.prepare",
+    "stats": "cxrlt.commands.stats",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
-    "stats": "cxrlt.commands.stats",
 }
