@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import textwrap
+import warnings
 from typing import Sequence
 
 from cxrlt import __version__
 from cxrlt.commands import COMMANDS
 from cxrlt.errors import CxrltError
+from cxrlt.progress import ENV_DISABLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_output(quiet_progress: bool) -> None:
+    """Our INFO messages to stderr; library chatter down to warnings."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours = logging.getLogger("cxrlt")
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    if quiet_progress:
+        os.environ[ENV_DISABLE] = "1"  # every bar of the toolkit, also in worker processes
+
+
+def quiet_lightning() -> None:
+    """Lower Lightning's start-up chatter to warnings (call after importing it).
+
+    Lightning sets its own loggers to INFO when imported, so this runs from
+    the commands that train rather than at CLI start-up.
+    """
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cxrlt` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("cxrlt").setLevel(logging.INFO)
+    _configure_output(quiet_progress=getattr(args, "no_progress", False))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

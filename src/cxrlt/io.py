@@ -133,3 +133,11 @@ def resolve_inside(base: str | Path, relative: str | Path) -> Path:
             "names taken from data files must stay inside it"
         )
     return candidate
+
+
+def user_cache_dir() -> Path:
+    """Where generated data is kept between runs: $CXRLT_CACHE, else $XDG_CACHE_HOME/cxrlt, else ~/.cache/cxrlt."""
+    if os.environ.get("CXRLT_CACHE"):
+        return Path(os.environ["CXRLT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cxrlt"

@@ -37,11 +37,13 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from cxrlt.config import apply_overrides, parse_config
+    from cxrlt.cli import quiet_lightning
     from cxrlt.training.run import CONFIG_FILE, resume, train
 
     started = time.monotonic()
     out = Path(args.out)
     progress = not args.no_progress
+    quiet_lightning()
     if (out / CONFIG_FILE).is_file():
         if args.overrides:
             print(f"{out} already holds a demo run; overrides are ignored (use another --out to change settings)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raw["data"]["sources"][0]["out"] = str(out / "data")
         config = parse_config(apply_overrides(raw, args.overrides), origin="demo config")
         result = train(config, out, progress=progress)
-    print(result.metrics["table"])
+    print(result.metrics.table)
     minutes = (time.monotonic() - started) / 60
     print(f"\ndemo finished in {minutes:.1f} min; results in {result.run_dir}: metrics.json, predictions.csv, "
           "report.md, plots/")

@@ -90,8 +90,8 @@ def _evaluate_run_dir(args: argparse.Namespace) -> int:
     from cxrlt.training.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split, progress=not args.no_progress)
-    print(metrics["table"])
-    for message in metrics["warnings"]:
+    print(metrics.table)
+    for message in metrics.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return 0
 

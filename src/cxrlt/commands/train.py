@@ -34,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.config import load_config
     from cxrlt.errors import ConfigError
+    from cxrlt.cli import quiet_lightning
     from cxrlt.training.run import resume, train
 
     progress = not args.no_progress
+    quiet_lightning()
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the configuration saved in the run folder; give no CONFIG or overrides")
@@ -46,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR")
         config = load_config(args.config, args.overrides)
         result = train(config, Path(args.out or Path("runs") / config.name), progress=progress)
-    print(result.metrics["table"])
+    print(result.metrics.table)
     print(f"\nrun folder: {result.run_dir}  (metrics.json, predictions.csv, report.md, plots/, model.safetensors)")
     return 0

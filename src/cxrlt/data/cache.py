@@ -342,7 +342,7 @@ class _Progress:
     """Row status, bad-image reasons, checkpoints and the progress bar."""
 
     def __init__(self, out: Path, status: np.ndarray, bad: dict[str, str], ids: list[str], progress: bool):
-        from tqdm.auto import tqdm
+        from cxrlt.progress import progress_bar
 
         self.out = out
         self.status = status
@@ -351,12 +351,12 @@ class _Progress:
         self.dirty = False
         self.last_checkpoint = time.monotonic()
         self.pixels_fd = os.open(out / PIXELS, os.O_RDONLY)
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=len(status),
             initial=int(np.count_nonzero(status)),
             desc=f"preparing {status.shape[0]} images",
             unit="img",
-            disable=not progress,
+            enabled=progress,
             smoothing=0.05,
         )
 

@@ -446,13 +446,13 @@ def scan_images(
     this process) with a progress bar, so one pass over a data set lists every
     bad file at once instead of stopping at the first.
     """
-    from tqdm.auto import tqdm
+    from cxrlt.progress import progress_bar
 
     paths = [Path(p) for p in paths]
     workers = default_workers() if workers is None else workers
     bad: list[tuple[Path, str]] = []
     if workers <= 1 or len(paths) < 2:
-        with tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(paths), desc="checking images", unit="img", enabled=progress) as bar:
             for path in paths:
                 reason = _check_one(str(path))
                 if reason is not None:
@@ -463,7 +463,7 @@ def scan_images(
     # The pool is started before the progress bar's monitor thread exists.
     with ProcessPoolExecutor(max_workers=min(workers, len(paths))) as pool:
         results = pool.map(_check_one, [str(p) for p in paths], chunksize=chunk)
-        with tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(paths), desc="checking images", unit="img", enabled=progress) as bar:
             for path, reason in zip(paths, results):
                 if reason is not None:
                     bad.append((path, reason))

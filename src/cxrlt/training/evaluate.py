@@ -9,6 +9,7 @@ evaluation split (config `evaluation.split`, test by default),
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
-from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics, tune_thresholds
+from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
 from cxrlt.evaluation.plots import write_plots
 from cxrlt.evaluation.predictions import write_predictions
 from cxrlt.evaluation.report import plot_training_curves, read_training_logs, write_report
@@ -27,6 +28,18 @@ from cxrlt.training.data import RunData
 from cxrlt.training.export import export_model, load_model
 from cxrlt.training.predict import predict_probabilities
 from cxrlt.training.stages import Stage
+
+
+@dataclass
+class SplitResult:
+    """Scores of one split: what was written to metrics JSON, plus what plots need."""
+
+    split: str
+    probs: np.ndarray
+    result: MetricResult
+    metrics: dict[str, Any]
+    table: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def split_files(config: RunConfig, split: str) -> tuple[str, str]:
@@ -40,7 +53,7 @@ def evaluation_split(config: RunConfig) -> str:
     return config.evaluation.split
 
 
-def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> dict[str, Any]:
+def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> SplitResult:
     """Export the best model of the last stage and evaluate it on validation and the evaluation split."""
     from cxrlt.training.run import model_context
 
@@ -71,12 +84,12 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
         else:
             warnings.warn(f"the {split} split is empty: the run's headline numbers are on validation")
     headline = results.get(split, results["val"])
-    write_run_report(config, data, run_dir, headline, split if split in results else "val")
+    write_run_report(config, data, run_dir, headline)
     return headline
 
 
 def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, data: RunData, run_dir: Path,
-                   split: str, image_size: int, progress: bool = True) -> dict[str, Any]:
+                   split: str, image_size: int, progress: bool = True) -> SplitResult:
     """Predict one split with `model`, then score and save it."""
     probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
                                   progress=progress, description=f"predict {split}")
@@ -84,8 +97,8 @@ def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, dat
 
 
 def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, probs: np.ndarray,
-                meta: dict[str, Any]) -> dict[str, Any]:
-    """Write predictions and metrics of `split`; return the metrics dict (with its text table)."""
+                meta: dict[str, Any]) -> SplitResult:
+    """Write predictions and metrics of `split` into the run folder."""
     part = data.part(split)
     predictions_name, metrics_name = split_files(config, split)
     write_predictions(run_dir / predictions_name, part.image_ids, list(data.classes), probs)
@@ -93,28 +106,20 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
         warnings.simplefilter("always", UndefinedMetricWarning)
         result = compute_metrics(part.labels, probs, data.classes, thresholds=meta.get("thresholds"))
     groups = meta["groups"]
-    metrics = result.to_dict(groups)
-    metrics["split"] = split
-    metrics["n_images"] = len(part)
+    metrics = {"split": split, "n_images": len(part), **result.to_dict(groups)}
     if "tau_normalisation" in meta:
         metrics["tau"] = meta["tau_normalisation"]["tau"]
     write_json(run_dir / metrics_name, metrics)
-    metrics["table"] = result.format_table(groups, meta["train_positives"])
-    metrics["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
-    metrics["result"] = result
-    return metrics
+    return SplitResult(split, probs, result, metrics, result.format_table(groups, meta["train_positives"]),
+                       [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
 
 
-def write_run_report(config: RunConfig, data: RunData, run_dir: Path, metrics: dict[str, Any], split: str) -> Path:
+def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: SplitResult) -> Path:
     """Plots and `report.md` of the headline split."""
     plots_dir = run_dir / "plots"
-    part = data.part(split)
-    probs_path = run_dir / split_files(config, split)[0]
-    from cxrlt.evaluation.predictions import read_predictions
-
-    probs = read_predictions(probs_path).probs
-    groups = [metrics["per_class"][name]["group"] for name in data.classes]
-    plots = write_plots(plots_dir, part.labels, probs, metrics["result"], groups, data.train_stats.positives)
+    groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
+    plots = write_plots(plots_dir, data.part(scored.split).labels, scored.probs, scored.result, groups,
+                        data.train_stats.positives)
     curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png")
     label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
@@ -123,14 +128,14 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, metrics: d
                     f"pooling {config.model.pooling.name}, head {config.model.head.name}",
         "loss": config.loss.name, "sampler": config.train.sampler.name,
         "stages": ", ".join(f"{s.name} ({s.epochs or config.train.epochs} ep)" for s in config.stage_list()),
-        "input": f"{config.data.images.size} px", "evaluated split": split,
+        "input": f"{config.data.images.size} px", "evaluated split": scored.split,
     }
     splits = {name: len(data.part(name)) for name in ("train", "val", "test")}
-    return write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, metrics["table"],
-                        metrics, relative, notes=metrics.get("warnings", []))
+    return write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, scored.table,
+                        scored.metrics, relative, notes=scored.warnings)
 
 
-def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResult:
     """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
     from cxrlt.training.data import load_run_data
     from cxrlt.training.run import load_run_config

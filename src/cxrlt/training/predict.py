@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from cxrlt.progress import progress_bar
 
 from cxrlt.data.dataset import ImageDataset
 from cxrlt.data.transforms import Pipeline
@@ -39,7 +39,7 @@ def predict_probabilities(
     outputs = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     with autocast:
-        for images, _, _ in tqdm(loader, desc=description, disable=not progress, leave=False):
+        for images, _, _ in progress_bar(loader, enabled=progress, desc=description, leave=False):
             outputs.append(torch.sigmoid(model(images.to(device, non_blocking=True)).float()).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 

@@ -23,7 +23,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -41,16 +41,19 @@ from cxrlt.training.data import RunData, StageDataModule, load_run_data
 from cxrlt.training.module import ClassifierModule, _mix_seed
 from cxrlt.training.stages import Stage, resolve_stages
 
+if TYPE_CHECKING:
+    from cxrlt.training.evaluate import SplitResult
+
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 
 
 @dataclass
 class RunResult:
-    """Where a finished run lives and its headline metrics (with a printable `table`)."""
+    """Where a finished run lives and its headline scores (`metrics.table` prints them)."""
 
     run_dir: Path
-    metrics: dict[str, Any]
+    metrics: "SplitResult"
 
 
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from cxrlt.progress import progress_bar
 
 from cxrlt.data.dataset import ImageDataset
 from cxrlt.data.transforms import Pipeline
@@ -37,7 +37,7 @@ def tune_tau(model: CxrModel, store: Sequence[np.ndarray], labels: np.ndarray, i
     model = model.to(device).eval()
     loader = DataLoader(ImageDataset(store, labels, Pipeline([], image_size)), batch_size=batch_size)
     pooled = [head.pooled(model.features(images.to(device))).float()
-              for images, _, _ in tqdm(loader, desc="tau features", disable=not progress, leave=False)]
+              for images, _, _ in progress_bar(loader, enabled=progress, desc="tau features", leave=False)]
     features = torch.cat(pooled)
     scores = {}
     for tau in taus:

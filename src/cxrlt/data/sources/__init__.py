@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 SOURCES: Registry["LabelTable"] = Registry("data source")
 
 # Imported for their registration side effect; SOURCES must exist first.
-from cxrlt.data.sources import chexpert, csv_table, mimic, nih  # noqa: E402,F401
+from cxrlt.data.sources import chexpert, csv_table, mimic, nih, synthetic  # noqa: E402,F401
 
 
 def load_table(data: "DataConfig") -> "LabelTable":

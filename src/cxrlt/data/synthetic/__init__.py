@@ -294,7 +294,7 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _render_all(frame: pd.DataFrame, folder: Path, size: int, seed: int, workers: int, progress: bool) -> None:
-    from tqdm import tqdm
+    from cxrlt.progress import progress_bar
 
     n = len(frame)
     labels = frame[list(NIH14)].to_numpy(dtype=np.uint8)
@@ -318,7 +318,7 @@ def _render_all(frame: pd.DataFrame, folder: Path, size: int, seed: int, workers
                 seed,
             )
         )
-    with tqdm(total=n, unit="img", desc="synthetic images", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n, unit="img", desc="synthetic images", enabled=progress, leave=False) as bar:
         if workers == 1:
             for job in jobs:
                 bar.update(_render_chunk(job))
