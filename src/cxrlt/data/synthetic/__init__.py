@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -196,7 +196,7 @@ def generate_dataset(
     column per NIH-14 class in `cxrlt.labels.NIH14` order; `path` is relative
     to `out`, e.g. "images/syn000001_000.png") and `out/synthetic.json` (the
     parameters). See `plan_dataset` for the table and `render_image` for the
-    films. About 2-3 ms per 128-pixel image on one core.
+    films. About 3 ms per 128-pixel image on one core (render + PNG).
 
     Completion is atomic: images go to a temporary folder that is renamed
     into place, and labels.csv is written last, so an interrupted run never
