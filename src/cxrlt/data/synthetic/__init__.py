@@ -284,7 +284,8 @@ def _claim_folder(out: Path, params: dict, overwrite: bool) -> None:
             )
     raise ConfigError(
         f"{out} is not empty and holds no synthetic dataset ({', '.join(sorted(entries)[:5])}"
-        f"{'...' if len(entries) > 5 else ''}); choose an empty or new folder, or pass overwrite=True to write into it"
+        f"{'...' if len(entries) > 5 else ''}); choose an empty or new folder, or pass overwrite=True to write into it "
+        f"(replacing any {LABELS}, {MANIFEST} and {IMAGES}/ there)"
     )
 
 
