@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -196,7 +196,7 @@ def generate_dataset(
     column per NIH-14 class in `cxrlt.labels.NIH14` order; `path` is relative
     to `out`, e.g. "images/syn000001_000.png") and `out/synthetic.json` (the
     parameters). See `plan_dataset` for the table and `render_image` for the
-    films. About 2-3 ms per 128-pixel image on one core.
+    films. About 3 ms per 128-pixel image on one core (render + PNG).
 
     Completion is atomic: images go to a temporary folder that is renamed
     into place, and labels.csv is written last, so an interrupted run never
@@ -284,7 +284,8 @@ def _claim_folder(out: Path, params: dict, overwrite: bool) -> None:
             )
     raise ConfigError(
         f"{out} is not empty and holds no synthetic dataset ({', '.join(sorted(entries)[:5])}"
-        f"{'...' if len(entries) > 5 else ''}); choose an empty or new folder, or pass overwrite=True to write into it"
+        f"{'...' if len(entries) > 5 else ''}); choose an empty or new folder, or pass overwrite=True to write into it "
+        f"(replacing any {LABELS}, {MANIFEST} and {IMAGES}/ there)"
     )
 
 
