@@ -11,4 +11,5 @@ COMMANDS: dict[str, str] = {
     "stats": "cxrlt.commands.stats",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
+    "predict": "cxrlt.commands.predict",
 }

@@ -60,7 +60,8 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     model = build_model(config.model, len(data.classes), last.image_size, context=model_context(data),
                         pretrained=False)
     model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
-    extra: dict[str, Any] = {"train_positives": data.train_stats.positives,
+    extra: dict[str, Any] = {"stored_size": config.data.images.stored,
+                             "train_positives": data.train_stats.positives,
                              "groups": data.train_stats.groups(**config.evaluation.groups.model_dump())}
     val = data.part("val")
     val_store = data.store("val", config.data.images.stored)

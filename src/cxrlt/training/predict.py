@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -43,3 +44,31 @@ def predict_probabilities(
             outputs.append(torch.sigmoid(model(images.to(device, non_blocking=True)).float()).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}
+
+
+def find_images(paths: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """(image id, file) for every image file given or found under given folders.
+
+    Folders are searched recursively for PNG, JPEG and DICOM files (DICOMs
+    often have no extension); the id is the path relative to the folder, or
+    the path as given for a file.
+    """
+    from cxrlt.errors import InputError
+
+    found: list[tuple[str, Path]] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.name.startswith("."))
+            found += [(str(p.relative_to(path)), p) for p in files]
+        elif path.is_file():
+            found.append((str(given), path))
+        else:
+            raise InputError("no such file or folder", path)
+    if not found:
+        raise InputError(f"no image files (PNG, JPEG, DICOM) found in {', '.join(map(str, paths))}")
+    return found

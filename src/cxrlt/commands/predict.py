@@ -1,0 +1,73 @@
+"""`cxrlt predict`: probabilities for image files with a saved model."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "predict findings for image files or folders (PNG, JPEG, DICOM) with a trained model"
+DESCRIPTION = """
+MODEL is a run folder (or its model.safetensors). Every image is decoded,
+centre-cropped and resized exactly as in training, and scored. The full
+per-class probabilities go to --out (CSV: image_id + one column per class);
+the terminal shows, per image, the findings whose probability reaches the
+class threshold tuned on validation (--threshold overrides it).
+"""
+EXAMPLE = """
+cxrlt predict runs/demo scans/ patient7.dcm --out predictions.csv
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `cxrlt predict`."""
+    parser.add_argument("model", metavar="MODEL", help="run folder or model.safetensors")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    parser.add_argument("--threshold", type=float, help="one decision threshold for all classes "
+                        "(default: the per-class thresholds tuned on validation)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable files instead of stopping")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--show", type=int, default=20, metavar="N", help="images listed on screen (default: 20)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Find, check, decode and score the images; write the CSV; print a summary."""
+    import sys
+
+    import numpy as np
+
+    from cxrlt.data.images import format_bad_images, scan_images
+    from cxrlt.data.store import DecodingStore
+    from cxrlt.errors import InputError
+    from cxrlt.evaluation.predictions import write_predictions
+    from cxrlt.training.export import load_model
+    from cxrlt.training.predict import find_images, predict_probabilities
+
+    model, meta = load_model(args.model)
+    images = find_images(args.paths)
+    bad = scan_images([path for _, path in images], progress=not args.no_progress)
+    if bad:
+        if not args.skip_bad:
+            raise InputError("cannot read these images (nothing was written; --skip-bad leaves them out):\n"
+                             + format_bad_images(bad))
+        print(f"skipping {len(bad)} unreadable file(s):\n{format_bad_images(bad)}", file=sys.stderr)
+        unreadable = {path for path, _ in bad}
+        images = [(image_id, path) for image_id, path in images if path not in unreadable]
+        if not images:
+            raise InputError("no readable image left")
+    stored = meta.get("stored_size", meta["image_size"])
+    store = DecodingStore([path for _, path in images], stored)
+    probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
+                                  progress=not args.no_progress)
+    classes = meta["classes"]
+    ids = [image_id for image_id, _ in images]
+    write_predictions(args.out, ids, classes, probs)
+    thresholds = np.full(len(classes), args.threshold) if args.threshold is not None else np.asarray(
+        meta.get("thresholds", [0.5] * len(classes)))
+    for image_id, row in list(zip(ids, probs))[: args.show]:
+        found = [f"{classes[j]} {row[j]:.2f}" for j in np.argsort(-row) if row[j] >= thresholds[j]]
+        print(f"{image_id}: {', '.join(found) if found else 'no finding above threshold'}")
+    if len(ids) > args.show:
+        print(f"... {len(ids) - args.show} more")
+    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}")
+    return 0

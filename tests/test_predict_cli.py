@@ -1,0 +1,72 @@
+"""`cxrlt predict`: files and folders in, one CSV row per image out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrlt.cli import main
+from cxrlt.config import ModelConfig
+from cxrlt.data.images import load_image
+from cxrlt.evaluation.predictions import read_predictions
+from cxrlt.models.build import build_model
+from cxrlt.training.export import export_model
+
+CLASSES = ["Atelectasis", "Effusion", "Hernia"]
+
+
+@pytest.fixture()
+def saved_model(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet10t")
+    model = build_model(config, len(CLASSES)).eval()
+    export_model(model, tmp_path / "run", config, CLASSES, 48,
+                 extra={"stored_size": 64, "thresholds": [0.5, 0.5, 0.5]})
+    return tmp_path / "run", model
+
+
+def _write_png(path, seed):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (80, 96), dtype=np.uint8)).save(path)
+
+
+def test_predict_folder_and_file_matches_the_model(tmp_path, saved_model, capsys):
+    run, model = saved_model
+    folder = tmp_path / "scans" / "nested"
+    folder.mkdir(parents=True)
+    _write_png(folder / "a.png", 1)
+    _write_png(tmp_path / "b.png", 2)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(tmp_path / "scans"), str(tmp_path / "b.png"), "--out", str(out),
+                 "--no-progress"]) == 0
+    table = read_predictions(out)
+    assert list(table.ids) == ["nested/a.png", str(tmp_path / "b.png")]
+    assert table.classes == tuple(CLASSES)
+    # same geometry as training: decode at the stored size, then resize to the model input
+    from cxrlt.data.transforms import resize_to
+
+    for row, path in zip(table.values, [folder / "a.png", tmp_path / "b.png"]):
+        pixels = torch.from_numpy(resize_to(load_image(path, 64), 48))[None, None]
+        with torch.no_grad():
+            expected = torch.sigmoid(model(pixels))[0].numpy()
+        assert np.allclose(row, expected, atol=1e-5)
+    assert "wrote 2 rows x 3 classes" in capsys.readouterr().out
+
+
+def test_unreadable_file_stops_without_output_unless_skipped(tmp_path, saved_model, capsys):
+    run, _ = saved_model
+    _write_png(tmp_path / "good.png", 3)
+    (tmp_path / "bad.png").write_bytes(b"")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    assert "bad.png" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", str(run), str(tmp_path), "--out", str(out), "--no-progress", "--skip-bad"]) == 0
+    assert list(read_predictions(out).ids) == ["good.png"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    _write_png(tmp_path / "a.png", 4)
+    assert main(["predict", str(tmp_path / "nothing"), str(tmp_path / "a.png"), "--no-progress"]) == 2
+    assert "no saved model here" in capsys.readouterr().err
