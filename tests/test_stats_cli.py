@@ -132,3 +132,18 @@ def test_real_nih_through_the_cli(shared_data, tmp_path):
     assert all(c["positives"] + c["negatives"] == 112_120 for c in payload["classes"].values())
     assert payload["splits"] == {"train": 86_524, "test": 25_596}
     assert payload["patients_in_both"] == 0
+
+
+def test_sampler_option_prints_natural_expected_and_drawn_frequencies(tmp_path, capsys):
+    from cxrlt.cli import main
+
+    labels = tmp_path / "labels.csv"
+    # 2 images A only, 1 image A+B, 1 image B only, 1 image without finding
+    labels.write_text("path,A,B\na1.png,1,0\na2.png,1,0\nab.png,1,1\nb.png,0,1\nn.png,0,0\n")
+    assert main(["stats", "--source", "csv", "--labels", str(labels), "--sampler", "cycle",
+                 "--draws", "30000"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith(("A ", "B "))}
+    # cycle over {A, B, none}: P(A) = 1/3 * 1 + 1/3 * (1/2) = 0.5 ; natural frequency of A is 3/5
+    assert rows["A"][2] == "0.6000" and rows["A"][3] == "0.5000"
+    assert abs(float(rows["A"][4]) - 0.5) < 0.01

@@ -50,6 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", metavar="OUT", help="write the statistics as JSON")
     out.add_argument("--plots", metavar="DIR", help="write label_distribution, labels_per_image and co-occurrence PNGs")
     out.add_argument("--log-scale", action="store_true", help="log axis in the label distribution plot")
+    out.add_argument("--label-model", metavar="OUT.json",
+                     help="write the label-set model the synthetic generator samples from (fit on these rows)")
+    sampling = parser.add_argument_group("sampling: label frequencies a sampler produces")
+    sampling.add_argument("--sampler", metavar="NAME",
+                          help="instance, cycle, least_sampled, sqrt or repeat_factor: print natural, expected "
+                               "and drawn label frequency per class")
+    sampling.add_argument("--sampler-option", metavar="KEY=VALUE", action="append", default=[],
+                          help="sampler parameter, e.g. threshold=0.05 for repeat_factor (repeatable)")
+    sampling.add_argument("--draws", type=int, default=500_000, help="indices drawn (default 500,000)")
+    sampling.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +78,38 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         for path in save_plots(stats, args.plots, groups, log=args.log_scale):
             print(f"wrote {path}")
+    if args.label_model:
+        from cxrlt.data.synthetic.label_model import fit_label_model_from_table
+
+        write_json(args.label_model, fit_label_model_from_table(_rows(table, args.split)))
+        print(f"wrote {args.label_model}")
+    if args.sampler:
+        print(_sampler_table(_rows(table, args.split), args))
     return 0
+
+
+def _rows(table: "LabelTable", split: str | None) -> "LabelTable":
+    return table.split(split) if split else table
+
+
+def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
+    """Natural, expected and drawn label frequencies under `args.sampler`, as text."""
+    import yaml
+
+    from cxrlt.data.samplers import SAMPLERS, sampler_frequency_table
+    from cxrlt.errors import ConfigError
+
+    params = {}
+    for item in args.sampler_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--sampler-option {item!r} must look like key=value")
+        params[key] = yaml.safe_load(value)
+    params = SAMPLERS.validate(args.sampler, params, where=f"--sampler {args.sampler}")
+    frame = sampler_frequency_table(table.labels, table.classes, args.sampler, draws=args.draws, seed=args.seed,
+                                    **params)
+    return (f"\nlabel frequency under the {args.sampler!r} sampler ({args.draws:,} draws, seed {args.seed}):\n"
+            + frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, Any]]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from cxrlt.errors import ConfigError, InputError
 FORMAT = "cxrlt-label-sets/1"
 RESOURCE = "nih_label_sets.json"
 # Floor on class frequency: the rarest NIH class gets 35 positives in 5,000 images.
+if TYPE_CHECKING:
+    from cxrlt.data.table import LabelTable
+
 DEFAULT_MIN_FREQUENCY = 0.007
 AGE_EDGES = tuple(range(0, 105, 5))
 MAX_IMAGES_PER_PATIENT = 4
@@ -270,3 +273,15 @@ def view_probabilities(model: Mapping[str, Any]) -> np.ndarray:
     ap = np.asarray(model["sets"]["ap_count"], dtype=float)
     counts = np.asarray(model["sets"]["count"], dtype=float)
     return (ap + VIEW_PRIOR_STRENGTH * overall) / (counts + VIEW_PRIOR_STRENGTH)
+
+
+def fit_label_model_from_table(table: "LabelTable") -> dict:
+    """`fit_label_model` of a label table, with its view, sex, age and patient columns.
+
+    The shipped `nih_label_sets.json` is this function of the NIH official
+    train_val split: `cxrlt stats --source nih --labels Data_Entry_2017_v2020.csv.gz
+    --train-list train_val_list.txt --test-list test_list.txt --split train --label-model OUT.json`.
+    """
+    meta = table.meta
+    return fit_label_model(table.labels, table.classes, view=meta["view"].tolist(), sex=meta["sex"].tolist(),
+                           age=meta["age"].tolist(), patient_id=meta["patient_id"].tolist())
