@@ -6,4 +6,5 @@ heavy dependencies inside `run`.
 """
 
 COMMANDS: dict[str, str] = {
+    "labels": "cxrlt.commands.labels",
 }
