@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "demo": "cxrlt.commands.demo",
     "prepare": "cxrlt.commands.prepare",
     "stats": "cxrlt.commands.stats",
+    "labels": "cxrlt.commands.labels",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "predict": "cxrlt.commands.predict",

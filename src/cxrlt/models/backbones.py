@@ -14,6 +14,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from cxrlt.errors import ConfigError
@@ -49,6 +50,12 @@ class Backbone(nn.Module):
         norm = getattr(head, "norm", None) if isinstance(head, nn.Module) else None
         if isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity):
             head.norm = nn.Identity()
+            if isinstance(norm, LayerNorm2d):
+                # Pooled features are (B, C): the same norm over the last dimension, same weights.
+                flat = nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=norm.elementwise_affine,
+                                    bias=norm.bias is not None)
+                flat.load_state_dict(norm.state_dict())
+                return flat
             return norm
         return nn.Identity()
 

@@ -40,12 +40,28 @@ class CxrModel(nn.Module):
         """The backbone feature map (B, C, h, w) of raw images."""
         return self.backbone(self.normalise(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+    def forward(self, images: torch.Tensor, training_outputs: bool = False) -> torch.Tensor:
+        """Logits (B, K), or with `training_outputs` what the head trains on.
+
+        For an experts head that is every expert's logits (n, B, K) (see
+        `Head.training_outputs`). A flag rather than a method, so that a
+        `torch.compile`d model compiles the training path too.
+        """
+        features = self.features(images)
+        return self.head.training_outputs(features) if training_outputs else self.head(features)
+
+    def training_loss(self, criterion: nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The head's training loss of `training_outputs` (adds the diversity term for experts)."""
+        return self.head.training_loss(criterion, outputs, targets)
+
+    def feature_modules(self) -> list[nn.Module]:
+        """The feature extractor: the backbone and the backbone stages a head owns (experts' last stages)."""
+        return [self.backbone, *self.head.feature_modules()]
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the feature extractor (frozen in decoupled stage 2)."""
-        return self.backbone.parameters()
+        for module in self.feature_modules():
+            yield from module.parameters()
 
 
 def build_model(

@@ -3,7 +3,13 @@
 A head owns its pooling (so heads that do not pool, like the query decoder,
 fit the same interface) and can be re-initialised for decoupled training.
 The toolkit supplies the context arguments: `in_features`, `num_classes`,
-`pooling` (an nn.Module) and `post_pool` (the backbone's post-pooling norm).
+`pooling` (an nn.Module) and `post_pool` (the backbone's post-pooling norm);
+label-aware heads also take `class_names`, `train_labels` (None when a saved
+model is rebuilt: their buffers are then filled by the saved state) and
+`backbone` (the experts head takes over its last stage).
+
+Registered: `linear` (here), `gcn` (`cxrlt.models.gcn`), `experts`
+(`cxrlt.models.experts`), `query` (`cxrlt.models.query`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ HEAD_CONTEXT = ("in_features", "num_classes", "pooling", "post_pool")
 
 
 class Head(nn.Module):
-    """Base of all heads."""
+    """Base of all heads.
+
+    Training goes through `training_outputs` and `training_loss` (by
+    default the logits and `criterion(logits, targets)`), so a head can
+    train on more than its logits: the experts head returns every expert's
+    logits and adds the RIDE diversity term.
+    """
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -28,6 +40,35 @@ class Head(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+
+    def training_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """What `training_loss` takes: the logits (B, K) unless a head needs more."""
+        return self(features)
+
+    def training_loss(self, criterion: nn.Module, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of `training_outputs` under the classification loss `criterion`."""
+        return criterion(outputs, targets)
+
+    def feature_modules(self) -> list[nn.Module]:
+        """Parts of the head that compute image features (frozen with the backbone in decoupled stage 2)."""
+        return []
+
+    def class_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-class logit maps (B, K, h, w): the classifier applied at every position of the feature map (CAM).
+
+        Defined for heads whose classifier is linear in the pooled features;
+        with average pooling and no post-pool norm their spatial mean is the
+        logits. Other heads (query decoder) are explained with Grad-CAM on
+        the feature map, of which `forward` is a differentiable function.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no linear classifier: use Grad-CAM on the feature map")
+
+
+def per_position(module: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Apply a (B, C) -> (B, C) module (a post-pool norm) at every position of a (B, C, h, w) map."""
+    if isinstance(module, nn.Identity):
+        return features
+    return module(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 @HEADS.register("linear", context=HEAD_CONTEXT)
@@ -55,9 +96,7 @@ class LinearHead(Head):
 
     def logits_from_pooled(self, pooled: torch.Tensor, tau: float | torch.Tensor | None = None) -> torch.Tensor:
         """Logits of pooled vectors with the classifier tau-normalised by `tau` (default: the saved tau)."""
-        tau = self.tau if tau is None else tau
-        weight = self.fc.weight / self.fc.weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau)
-        return nn.functional.linear(pooled, weight, self.fc.bias)
+        return nn.functional.linear(pooled, self.classifier_weight(tau), self.fc.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.logits_from_pooled(self.dropout(self.pooled(features)))
@@ -65,3 +104,16 @@ class LinearHead(Head):
     def reset_classifier(self) -> None:
         self.fc.reset_parameters()
         self.tau.zero_()
+
+    def classifier_weight(self, tau: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Per-class weight vectors (K, D), tau-normalised by `tau` (default: the saved tau)."""
+        tau = self.tau if tau is None else tau
+        return self.fc.weight / self.fc.weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau)
+
+    def class_maps(self, features: torch.Tensor) -> torch.Tensor:
+        maps = torch.einsum("bchw,kc->bkhw", per_position(self.post_pool, features), self.classifier_weight())
+        return maps + self.fc.bias[None, :, None, None]
+
+
+# Imported for their registration side effect; HEADS and Head must exist first.
+from cxrlt.models import experts, gcn, query  # noqa: E402,F401

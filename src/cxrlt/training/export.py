@@ -67,6 +67,8 @@ def load_model(path: str | Path, context: dict[str, Any] | None = None) -> tuple
         classes = list(meta["classes"])
     except Exception as exc:
         raise InputError(f"{META} is not a cxrlt model description ({exc})", folder / META) from None
+    # No training labels: heads with label buffers (graph, embeddings) take them from the saved state.
+    context = {"class_names": classes, **(context or {})}
     model = build_model(config, len(classes), meta.get("image_size"), context=context, pretrained=False)
     try:
         state = load_file(str(folder / WEIGHTS))

@@ -60,12 +60,14 @@ class ClassifierModule(L.LightningModule):
         torch.manual_seed(_mix_seed(self.seed, self.current_epoch, self.global_rank))
         if self.freeze_backbone:
             # Frozen means frozen: BatchNorm statistics must not drift either.
-            self.model.backbone.eval()
+            for module in self.model.feature_modules():
+                module.eval()
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        return self.model(self._layout(images))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets, _ = batch
@@ -74,8 +76,9 @@ class ClassifierModule(L.LightningModule):
                 _mix_seed(self.seed, self.current_epoch, self.global_rank, batch_idx)
             )
             images, targets = self.mixer(images, targets, generator)
-        logits = self(images)
-        loss = self.loss(logits.float(), targets)
+        # The head decides what it trains on: logits, or every expert's logits plus a diversity term.
+        outputs = self.model(self._layout(images), training_outputs=True)
+        loss = self.model.training_loss(self.loss, outputs.float(), targets)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "

@@ -1,0 +1,100 @@
+"""Label co-occurrence statistics and the ML-GCN correlation matrix (seed 002, SPEC 3).
+
+Pure numpy functions of a training label matrix (images x classes, 1
+positive, 0 negative, NaN missing). A value >= 0.5 counts as positive, so
+the soft labels of mixing never reach here as fractions of a count.
+
+The ML-GCN matrix is built in four steps (Chen et al. 2019, as SPEC 3 fixes):
+
+1. conditional probabilities P[i, j] = P(L_j = 1 | L_i = 1), estimated over
+   the images where class i is positive *and* class j is annotated (with no
+   missing labels this is the usual M_ij / N_i);
+2. binarised: A[i, j] = 1 if P[i, j] >= tau (off the diagonal);
+3. re-weighted with p: the off-diagonal entries of row i are scaled to sum
+   to p and the diagonal is 1 - p. A class with no neighbour keeps all of
+   its own information: its diagonal is 1 (every row then sums to 1);
+4. normalised D^-1/2 A D^-1/2 with D the row sums.
+
+Because step 3 makes every row sum to 1, step 4 leaves the matrix of step 3
+unchanged (D = I); it is kept so that any correlation matrix handed to
+`normalise_adjacency` is treated the same way. Row i of the result says
+from which labels node i gathers features: the labels likely to be present
+when i is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_TAU = 0.4
+DEFAULT_P = 0.2
+
+
+def positive_matrix(labels: np.ndarray) -> np.ndarray:
+    """Boolean images x classes: True where the label is positive (>= 0.5; NaN is not)."""
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-d images x classes matrix, got shape {labels.shape}")
+    return np.nan_to_num(labels, nan=0.0) >= 0.5
+
+
+def cooccurrence(labels: np.ndarray) -> np.ndarray:
+    """Counts M (classes x classes): M[i, j] images with i and j both positive; M[i, i] = positives of i."""
+    positive = positive_matrix(labels).astype(np.float64)
+    return np.rint(positive.T @ positive).astype(np.int64)
+
+
+def conditional_probabilities(labels: np.ndarray) -> np.ndarray:
+    """P[i, j] = P(L_j = 1 | L_i = 1) over images where i is positive and j is annotated.
+
+    The diagonal is 1 for classes with a positive. A row whose class has no
+    positive (or a pair never annotated together) is 0: there is no evidence
+    of co-occurrence.
+    """
+    labels = np.asarray(labels, dtype=np.float32)
+    positive = positive_matrix(labels).astype(np.float64)
+    annotated = np.isfinite(labels).astype(np.float64)
+    together = positive.T @ positive
+    observed = positive.T @ annotated  # [i, j]: images with i positive and j annotated
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(observed > 0, together / np.maximum(observed, 1.0), 0.0)
+
+
+def binarise(conditional: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
+    """A[i, j] = 1 where P(L_j | L_i) >= tau, off the diagonal; the diagonal is 0."""
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must lie in (0, 1], got {tau}")
+    adjacency = (np.asarray(conditional, dtype=np.float64) >= tau).astype(np.float64)
+    np.fill_diagonal(adjacency, 0.0)
+    return adjacency
+
+
+def reweight(binary: np.ndarray, p: float = DEFAULT_P) -> np.ndarray:
+    """Off-diagonal entries of each row scaled to sum to `p`, diagonal 1 - p (1 for a row with no neighbour)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must lie in [0, 1), got {p}")
+    binary = np.asarray(binary, dtype=np.float64).copy()
+    np.fill_diagonal(binary, 0.0)
+    degree = binary.sum(axis=1, keepdims=True)
+    has_neighbours = degree[:, 0] > 0
+    weighted = np.where(degree > 0, binary * p / np.maximum(degree, 1e-12), 0.0)
+    weighted[np.diag_indices_from(weighted)] = np.where(has_neighbours, 1.0 - p, 1.0)
+    return weighted
+
+
+def normalise_adjacency(adjacency: np.ndarray) -> np.ndarray:
+    """D^-1/2 A D^-1/2 with D the row sums of A (rows summing to 0 stay 0)."""
+    adjacency = np.asarray(adjacency, dtype=np.float64)
+    degree = adjacency.sum(axis=1)
+    scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0)
+    return adjacency * scale[:, None] * scale[None, :]
+
+
+def adjacency_from_conditional(conditional: np.ndarray, tau: float = DEFAULT_TAU, p: float = DEFAULT_P) -> np.ndarray:
+    """Steps 2-4 of the ML-GCN matrix from conditional probabilities."""
+    return normalise_adjacency(reweight(binarise(conditional, tau), p))
+
+
+def gcn_adjacency(labels: np.ndarray, tau: float = DEFAULT_TAU, p: float = DEFAULT_P) -> np.ndarray:
+    """The normalised ML-GCN correlation matrix (classes x classes) of a training label matrix."""
+    return adjacency_from_conditional(conditional_probabilities(labels), tau, p)
