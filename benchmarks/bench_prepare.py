@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cxrlt.data.cache import prepare_cache
-    from cxrlt.data.images import default_workers
+    from cxrlt.data.images import default_workers, load_image
 
     cores = default_workers()
     top = args.max_workers or cores
@@ -37,6 +37,7 @@ def main() -> None:
         paths, description = benchmark_images(args.limit, Path(tmp))
         for path in paths:
             path.read_bytes()
+        load_image(paths[0], args.size)  # imports (Pillow plugins, scipy) outside the timed runs
         table = table_for(paths, args.copies)
         print(f"images: {description}, each listed {args.copies}x = {len(table)} per run; "
               f"size {args.size}; {cores} cores available")
