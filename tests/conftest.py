@@ -20,3 +20,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "nih").is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set CXRLT_SHARED_DATA to point at it)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for a test, restored afterwards so later tests see the default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

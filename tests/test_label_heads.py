@@ -22,11 +22,13 @@ from cxrlt.models.graph import gcn_adjacency
 from cxrlt.models.label_graph import GraphFile
 from cxrlt.training.export import export_model, load_model
 
-torch.set_num_threads(1)
 CLASSES = ["Atelectasis", "Cardiomegaly", "Pleural Effusion", "Edema", "Mass"]
 LABELS = (np.random.default_rng(0).random((300, 5)) < [0.4, 0.2, 0.3, 0.1, 0.05]).astype(np.float32)
 LABELS[:60, 2] = LABELS[:60, 0]  # some co-occurrence structure
 CONTEXT = {"class_names": CLASSES, "train_labels": LABELS}
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -46,9 +46,8 @@ HEADS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(HEADS))
-def test_head_learns_a_toy_task(name):
+def test_head_learns_a_toy_task(name, one_thread):
     """60 Adam steps on resnet10t at 64 px (about 15 s on one CPU thread): mean AUC far above 0.5."""
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     train_x, train_y = blobs(512, seed=0)
     test_x, test_y = blobs(256, seed=1)

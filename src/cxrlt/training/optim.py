@@ -45,6 +45,8 @@ def ranger(params: Iterable, lr: float = 1e-3, weight_decay: float = 0.0, betas:
     """"Ranger" (seed 001): RAdam wrapped in Lookahead (k steps forward, alpha back).
 
     Uses timm's Lookahead; the defaults are those of the original Ranger.
+    timm takes the slow weights from the fast ones at the first k-th step
+    (the original initialises them at step 0), so only the first cycle differs.
     """
     from timm.optim import Lookahead
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from cxrlt.config import LossSpec, OptimizerSpec, RunConfig, SamplerSpec, ScheduleSpec, StageConfig
+
+log = logging.getLogger(__name__)
 
 # Decoupled classifier re-training (cRT, Kang et al.) samples class-balanced.
 DECOUPLED_DEFAULT_SAMPLER = "cycle"
@@ -52,9 +55,15 @@ class Stage:
 
 def resolve_stages(config: RunConfig, run_dir: Path) -> list[Stage]:
     """Every stage of `config` with inherited settings filled in."""
-    stages = []
-    for index, stage in enumerate(config.stage_list()):
-        stages.append(_resolve(config, stage, index, Path(run_dir)))
+    stages = [_resolve(config, stage, index, Path(run_dir)) for index, stage in enumerate(config.stage_list())]
+    stored = config.data.images.stored
+    for stage in stages:
+        if stage.image_size > stored:
+            log.warning(
+                "stage %s trains at %d px from images stored at %d px: they are upsampled. For progressive "
+                "resizing set data.images.store_size to the largest stage size (%d).",
+                stage.name, stage.image_size, stored, max(s.image_size for s in stages),
+            )
     return stages
 
 
