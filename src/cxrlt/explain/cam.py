@@ -68,6 +68,8 @@ def _device(model: nn.Module) -> torch.device:
 
 def _check_classes(classes: Sequence[int], num_classes: int) -> list[int]:
     classes = [int(k) for k in classes]
+    if not classes:
+        raise ValueError("no class asked for: give at least one class index")
     bad = [k for k in classes if not 0 <= k < num_classes]
     if bad:
         raise ValueError(f"class indices {bad} out of range for a model with {num_classes} classes")
@@ -117,6 +119,8 @@ def grad_cam_maps(
     gradient is computed or touched. Images of a batch do not interact in
     an eval-mode model, so one backward pass per class serves the batch.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("Grad-CAM needs gradients: call it outside torch.inference_mode()")
     with torch.no_grad():
         features = model.features(images.to(_device(model)))
     captured: list[torch.Tensor] = []

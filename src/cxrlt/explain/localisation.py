@@ -169,7 +169,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At p = 0 or 1 the bound is exactly 0 or 1; rounding must not move it inside the interval.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 # -------------------------------------------------------------- evaluation
@@ -346,9 +349,11 @@ def plot_summary(result: LocalisationResult, path: str | Path, title: str = "") 
         offset = x - 0.4 + width * (i + 0.5)
         shown = np.nan_to_num(values)
         if i == 0:
-            low = shown - np.nan_to_num(table["hit_rate_low"].to_numpy(float))
-            high = np.nan_to_num(table["hit_rate_high"].to_numpy(float)) - shown
-            axis.bar(offset, shown, width, label=label, yerr=np.vstack([low, high]), capsize=2)
+            low = np.nan_to_num(table["hit_rate_low"].to_numpy(float), nan=0.0)
+            high = np.nan_to_num(table["hit_rate_high"].to_numpy(float), nan=0.0)
+            errors = np.clip(np.vstack([shown - low, high - shown]), 0.0, None)
+            errors[:, table["evaluated"].to_numpy() == 0] = np.nan  # no interval where nothing was evaluated
+            axis.bar(offset, shown, width, label=label, yerr=errors, capsize=2)
         else:
             axis.bar(offset, shown, width, label=label)
     axis.set_xticks(x, [f"{f}\nn={n}" for f, n in zip(table["finding"], table["evaluated"])], fontsize=8)

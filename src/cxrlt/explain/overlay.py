@@ -84,7 +84,7 @@ def save_overlay(
         axis.set_xticks([])
         axis.set_yticks([])
     bar = figure.colorbar(ScalarMappable(Normalize(0, 1), colormap), ax=axes[1], fraction=0.046, pad=0.02)
-    bar.set_label("map value (scaled to [0, 1])", fontsize=9)
+    bar.set_label("map value (scaled to [0, 1]); opacity grows with it", fontsize=9)
     figure.suptitle(title, fontsize=11)
     return save_figure(path, figure)
 
@@ -111,6 +111,12 @@ def model_input(path: str | Path, meta: dict) -> np.ndarray:
 
     stored = int(meta.get("stored_size", meta["image_size"]))
     return resize_to(load_image(path, stored), int(meta["image_size"]))
+
+
+def _display_path(image_id: str) -> Path:
+    """The part of an image id that names its file: the id itself, or the file name for absolute or '..' paths."""
+    path = Path(image_id)
+    return Path(path.name) if path.is_absolute() or ".." in path.parts else path
 
 
 def _unique_name(base: str, used: set[str]) -> str:
@@ -153,8 +159,9 @@ def write_overlays(
     `images`: (image id, uint8 (S, S) model input, see `model_input`).
     `classes`: indices into `meta["classes"]`; None picks, per image, the
     `top_k` classes of highest probability. Files are named
-    `<image>_<class>.png` (unsafe characters replaced; a repeated name gets
-    a `-2`, `-3`... suffix).
+    `<image>_<class>.png`, <image> being the id without its suffix (its
+    file name alone for an absolute or '..' path; unsafe characters
+    replaced; a repeated name gets a `-2`, `-3`... suffix).
     """
     import torch
 
@@ -177,7 +184,7 @@ def write_overlays(
         maps = compute_maps(model, pixels, needed, method=method)
         column = {k: i for i, k in enumerate(needed)}
         for b, ((image_id, image), wanted) in enumerate(zip(chunk, chosen)):
-            stem = safe_name(str(Path(image_id).with_suffix("")) if Path(image_id).suffix else image_id)
+            stem = safe_name(str(_display_path(image_id).with_suffix("")))
             for k in wanted:
                 probability = float(maps.probabilities[b, k])
                 name = _unique_name(f"{stem}_{safe_name(names[k])}", used)
