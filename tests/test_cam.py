@@ -351,7 +351,8 @@ def test_example_overlays_for_reports(tmp_path, saved_model):
     _write_png(tmp_path / "p.png", 7)
     _write_png(tmp_path / "q.png", 8)
     paths = example_overlays(loaded, meta, [tmp_path / "p.png", tmp_path / "q.png"], tmp_path / "ex")
-    assert [p.name for p in paths][:2] == [f"p_{CLASSES[k]}.png" for k in np.argsort(-_model_probs(model, tmp_path / "p.png"))[:2]]
+    top = np.argsort(-_model_probs(model, tmp_path / "p.png"))[:2]
+    assert [p.name for p in paths][:2] == [f"p_{CLASSES[k]}.png" for k in top]
     assert len(paths) == 4 and all(p.is_file() for p in paths)
     named = example_overlays(loaded, meta, [tmp_path / "p.png"], tmp_path / "ex2", classes=["effusion"])
     assert [p.name for p in named] == ["p_Effusion.png"]

@@ -207,7 +207,8 @@ def test_localise_command_writes_tables_plot_and_overlays(nih_like, capsys):
     assert "Cardiomegaly" in captured.out and "1 image(s) of the box file are not in the image folder" in captured.err
     assert "Nodule (1)" in captured.err
     info = json.loads((out / "localisation.json").read_text())
-    assert info["method"] == "cam" and info["thresholds"] == [0.3, 0.6] and info["missing_images"] == ["00000009_000.png"]
+    assert info["method"] == "cam" and info["thresholds"] == [0.3, 0.6]
+    assert info["missing_images"] == ["00000009_000.png"] and info["image_size"] == 48
     summary = pd.read_csv(out / "localisation.csv").set_index("finding")
     assert summary.loc["all", ["boxes", "missing_image", "evaluated"]].tolist() == [4, 1, 3]
     assert {"iou@0.3", "iou@0.6", "hit_rate_low", "hit_rate_high"} <= set(summary.columns)
