@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import binomtest
-from test_cam import quadrant_model
+from test_cam import QuadrantBackbone, SquaredMeanHead, quadrant_model
 
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
 from cxrlt.data.transforms import resize_to
-from cxrlt.errors import InputError
+from cxrlt.errors import ConfigError, InputError
 from cxrlt.explain.localisation import (
     box_coverage,
     box_to_input,
@@ -30,7 +30,7 @@ from cxrlt.explain.localisation import (
     read_boxes,
     wilson_interval,
 )
-from cxrlt.models.build import build_model
+from cxrlt.models.build import CxrModel, build_model
 from cxrlt.training.export import export_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -176,6 +176,9 @@ def test_localise_on_a_model_whose_answer_is_known(tmp_path):
     assert summary.loc["all", "hit_rate"] == 0.5 and summary.loc["all", "iou@0.5"] == pytest.approx(1018 / 2048)
     grad = localise(model, meta, boxes, paths, thresholds=[0.5], method="gradcam", progress=False)
     assert grad.method == "gradcam" and grad.records["hit"].tolist() == [True, False]
+    query_like = CxrModel(QuadrantBackbone(), SquaredMeanHead(), in_chans=1).eval()
+    with pytest.raises(ConfigError, match="CAM is not defined for the SquaredMeanHead"):
+        localise(query_like, meta, boxes, paths, method="cam", progress=False)
     with pytest.raises(InputError, match="none of the box file's findings"):
         localise(model, meta, _box_frame([("a.png", "Hernia", 0, 0, 1, 1)]), paths, progress=False)
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlt.errors import InputError
+from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import canonical_key
 
 NIH_BOX_FRAME = 1024
@@ -256,9 +256,14 @@ def localise(
     """
     from cxrlt.data.images import crop_and_resize, decode_image
     from cxrlt.data.transforms import resize_to
-    from cxrlt.explain.cam import compute_maps
+    from cxrlt.explain.cam import METHODS, compute_maps, supports_cam
     from cxrlt.progress import progress_bar
 
+    if method not in METHODS:
+        raise ConfigError(f"unknown map method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "cam" and not supports_cam(model):  # fail before any image is read
+        raise ConfigError(f"CAM is not defined for the {type(model.head).__name__} (its classifier is not linear in "
+                          "the feature map); use method 'gradcam' or 'auto'")
     thresholds = [float(t) for t in thresholds]
     classes = list(meta["classes"])
     class_of = {canonical_key(name): k for k, name in enumerate(classes)}
@@ -308,8 +313,6 @@ def localise(
                *map(iou_column, thresholds)]
     frame = pd.DataFrame(records, columns=columns)
     if resolved_method == "auto":  # nothing was evaluated: name the method that would have been used
-        from cxrlt.explain.cam import supports_cam
-
         resolved_method = "cam" if supports_cam(model) else "gradcam"
     return LocalisationResult(frame, summarise(frame, boxes, thresholds), thresholds, resolved_method, tolerance,
                               missing, {str(k): int(v) for k, v in unknown.items()})
