@@ -13,5 +13,7 @@ COMMANDS: dict[str, str] = {
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "predict": "cxrlt.commands.predict",
+    "cam": "cxrlt.commands.cam",
+    "localise": "cxrlt.commands.localise",
     "methods": "cxrlt.commands.methods",
 }

@@ -53,7 +53,7 @@ from cxrlt.models.backbones import Backbone
 from cxrlt.models.embeddings import LabelEmbeddingSpec
 from cxrlt.models.gcn import check_gcn_params
 from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
-from cxrlt.models.heads import HEADS, Head, per_position
+from cxrlt.models.heads import HEADS, CamUnsupported, Head, per_position
 from cxrlt.models.label_graph import GCNClassifier, LabelGraph
 
 # The modules that make up the last stage of each supported timm family, in
@@ -215,10 +215,15 @@ class ExpertsHead(Head):
     def feature_modules(self) -> list[nn.Module]:
         return [self.stages]
 
+    @property
+    def supports_cam(self) -> bool:
+        """CAM needs classifiers linear in the features, which MHA is not."""
+        return self.mha is None
+
     def class_maps(self, features: torch.Tensor) -> torch.Tensor:
         """Mean over experts of each expert's CAM; `features` is the shared backbone map."""
         if self.mha is not None:
-            raise NotImplementedError("with MHA the classifier is not linear in the features: use Grad-CAM")
+            raise CamUnsupported("with MHA the experts' classifiers are not linear in the features: use Grad-CAM")
         maps = []
         for expert, post_pool, (rows, bias) in zip(self.expert_features(features), self.post_pools,
                                                     self.class_weights()):

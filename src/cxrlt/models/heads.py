@@ -23,6 +23,10 @@ HEADS: Registry[nn.Module] = Registry("head")
 HEAD_CONTEXT = ("in_features", "num_classes", "pooling", "post_pool")
 
 
+class CamUnsupported(TypeError):
+    """CAM was asked of a head whose classifier is not linear in the feature map (see `Head.supports_cam`)."""
+
+
 class Head(nn.Module):
     """Base of all heads.
 
@@ -53,15 +57,21 @@ class Head(nn.Module):
         """Parts of the head that compute image features (frozen with the backbone in decoupled stage 2)."""
         return []
 
+    @property
+    def supports_cam(self) -> bool:
+        """Whether `class_maps` (CAM) is defined: by default, whether the head class overrides it."""
+        return type(self).class_maps is not Head.class_maps
+
     def class_maps(self, features: torch.Tensor) -> torch.Tensor:
         """Per-class logit maps (B, K, h, w): the classifier applied at every position of the feature map (CAM).
 
-        Defined for heads whose classifier is linear in the pooled features;
-        with average pooling and no post-pool norm their spatial mean is the
-        logits. Other heads (query decoder) are explained with Grad-CAM on
-        the feature map, of which `forward` is a differentiable function.
+        Defined (`supports_cam`) for heads whose classifier is linear in the
+        pooled features; with average pooling and no post-pool norm their
+        spatial mean is the logits. Other heads (query decoder) are explained
+        with Grad-CAM on the feature map, of which `forward` is a
+        differentiable function; for them this raises `CamUnsupported`.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no linear classifier: use Grad-CAM on the feature map")
+        raise CamUnsupported(f"{type(self).__name__} has no classifier linear in the feature map: use Grad-CAM")
 
 
 def per_position(module: nn.Module, features: torch.Tensor) -> torch.Tensor:
