@@ -487,14 +487,13 @@ def _draw_curves(run: _Run) -> tuple[dict[str, bytes], str]:
 
 
 def _split_labels(run_dir: Path, split: str) -> Any:
-    """The labels of `split` as a ClassTable, loaded through the run's data config."""
+    """The labels of `split` as a ClassTable, read through the run's data config (no images are opened)."""
+    from cxrlt.config import load_config
+    from cxrlt.data.sources import load_table
     from cxrlt.evaluation.predictions import ClassTable
-    from cxrlt.training.data import load_run_data
-    from cxrlt.training.run import load_run_config
 
-    data = load_run_data(load_run_config(run_dir))
-    part = data.part(split)
-    return ClassTable(ids=part.image_ids, classes=tuple(data.classes), values=part.labels)
+    part = load_table(load_config(run_dir / "config.yaml").data).split(split)
+    return ClassTable(ids=part.image_ids, classes=tuple(part.classes), values=part.labels)
 
 
 def _calibration(run: _Run) -> str:
