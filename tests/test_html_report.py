@@ -198,7 +198,7 @@ def test_class_table_is_sorted_by_training_positives_with_intervals_and_calibrat
     assert _row(page, "head")[1:4] == ["1 of 1", "0.700 0.610–0.790", "0.550 0.430–0.660"]
     assert _row(page, "tail")[1:4] == ["0 of 1", "n/a", "n/a"]
     text = " ".join(" ".join(page.text).split())
-    assert "95% bootstrap intervals, 1000 resamples, resampling patients" in text
+    assert "under AUC and AP: their 95% bootstrap intervals (1000 resamples by patient)." in text
     assert "mean ECE over classes 0.025 · pooled ECE (all classes' predictions together) 0.019 · temperature 1.37" in text
     # rows are tinted by group and bars are proportional to training positives (largest 120 px)
     bars = re.findall(r'class="bar" style="width:([0-9.]+)px', render_html_report(tmp_path / "run"))
@@ -212,7 +212,9 @@ def test_summary_cards_show_setup_and_headline_numbers(tmp_path):
     assert "Model resnet10t pretrained · pooling avg · head linear · 64 px" in text
     assert "Loss asl gamma_neg=4 · sampler instance" in text
     assert "Training 5 epochs in 1 stage" in text
-    assert "Mean AUC 0.756 0.690–0.820" in text and "mAP 0.480 0.390–0.570" in text
+    assert "Mean AUC 0.756 95% CI 0.690–0.820 95% bootstrap intervals (1000 resamples by patient) over 2 of 3 classes" \
+        in text
+    assert "mAP 0.480 95% CI 0.390–0.570" in text
     assert "Mean F1 0.525 at thresholds tuned on validation" in text
     assert "Mean ECE 0.025 pooled ECE 0.019 · temperature 1.37" in text
     assert "AUC and AP are undefined (no positive or no negative in the test split) and left out of the means " \
@@ -243,6 +245,22 @@ def test_absent_inputs_are_named_not_silently_dropped(tmp_path, bootstrap, reaso
     header = next(r for r in page.rows if r and r[0] == "class")
     assert "ECE" not in header
     assert _row(page, "Atelectasis")[4:6] == ["0.812", "0.410"]  # values without intervals
+
+
+def test_class_maps_are_embedded_by_name_up_to_a_cap(tmp_path):
+    from cxrlt.evaluation.html import _MAX_CAMS
+
+    run = make_run(tmp_path / "run")
+    for index in range(_MAX_CAMS + 5):
+        _png(run / "plots" / "cams" / f"img{index:02d}" / "Hernia.png", (40, 20), (index, 0, 0))
+    (run / "plots" / "cams" / "not_a_png.png").write_text("<svg/>")
+    page = parse(render_html_report(run))
+    maps = [a["alt"] for t, a in page.tags if t == "img" and a["alt"].startswith("class map ")]
+    assert len(maps) == _MAX_CAMS
+    # sorted by path, named by their path under plots/cams
+    assert maps[:2] == ["class map 00000001_000_Atelectasis", "class map img00/Hernia"]
+    text = " ".join(" ".join(page.text).split())
+    assert f"Showing the first {_MAX_CAMS} of {_MAX_CAMS + 6} overlays in plots/cams/." in text
 
 
 def test_training_curves_are_drawn_from_the_logs_when_the_plot_is_missing(tmp_path):

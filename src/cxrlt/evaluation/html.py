@@ -45,6 +45,7 @@ from cxrlt.io import read_json, write_text
 
 REPORT_FILE = "report.html"
 CAM_DIR = "plots/cams"
+_MAX_CAMS = 24  # overlays embedded at most: each is ~100 kB
 _BAR_PX = 120  # width of the largest training-positives bar
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Light tints of the plot colours for table rows (text stays black on them).
@@ -234,15 +235,19 @@ def _calibration_data(run: _Run) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _interval_label(intervals: dict[str, Any]) -> str:
+def _level(intervals: dict[str, Any]) -> str:
     level = intervals.get("level")
-    level_text = f"{level:.0%}" if isinstance(level, (int, float)) and not isinstance(level, bool) else "?"
-    parts = [f"{level_text} bootstrap intervals"]
+    return f"{level:.0%}" if isinstance(level, (int, float)) and not isinstance(level, bool) else "?"
+
+
+def _interval_label(intervals: dict[str, Any]) -> str:
+    """How the intervals were made, e.g. '95% bootstrap intervals (1000 resamples by patient)'."""
+    details = []
     if intervals.get("resamples"):
-        parts.append(f"{intervals['resamples']} resamples")
+        details.append(f"{intervals['resamples']} resamples")
     if intervals.get("unit"):
-        parts.append(f"resampling {intervals['unit']}s")
-    return ", ".join(parts)
+        details.append(f"by {intervals['unit']}")
+    return f"{_level(intervals)} bootstrap intervals" + (f" ({' '.join(details)})" if details else "")
 
 
 def _cards(run: _Run) -> str:
@@ -282,13 +287,16 @@ def _cards(run: _Run) -> str:
     for title, value, detail in cards:
         out.append(f"<div class=\"card\"><div class=\"card-title\">{_e(title)}</div>"
                    f"<div class=\"card-value small\">{_e(value)}</div><div class=\"card-detail\">{_e(detail)}</div></div>")
-    ci_note = _interval_label(intervals) if intervals else "no confidence intervals"
     for title, key in (("Mean AUC", "auc"), ("mAP", "ap")):
         ci = _interval(mean_ci.get(key))
+        if intervals:
+            ci_text = (f"{_level(intervals)} CI {ci}" if ci else "no interval") + f"<br>{_e(_interval_label(intervals))}"
+        else:
+            ci_text = "no confidence intervals"
         out.append(f"<div class=\"card headline\"><div class=\"card-title\">{_e(title)}</div>"
                    f"<div class=\"card-value\">{_num(mean.get(key))}</div>"
-                   f"<div class=\"card-detail\">{_e(ci) if ci else ''}{'<br>' if ci else ''}{_e(ci_note)} · "
-                   f"{_e(mean.get('evaluated', '?'))} of {_e(mean.get('classes', '?'))} classes</div></div>")
+                   f"<div class=\"card-detail\">{ci_text}<br>over {_e(mean.get('evaluated', '?'))} of "
+                   f"{_e(mean.get('classes', '?'))} classes</div></div>")
     f1_key = "f1_tuned" if mean.get("f1_tuned") is not None else "f1"
     out.append(f"<div class=\"card headline\"><div class=\"card-title\">Mean F1</div>"
                f"<div class=\"card-value\">{_num(mean.get(f1_key))}</div><div class=\"card-detail\">"
@@ -392,7 +400,7 @@ def _class_table(run: _Run) -> str:
              f"</thead><tbody>{''.join(rows)}</tbody></table>")
     caption = ("Rows are sorted by training positives (most frequent first) and coloured by group; "
                if train_positives is not None else "Training positives are unknown (no model.json); ")
-    caption += ("AUC and AP show their " + _interval_label(intervals) + " below the value."
+    caption += ("under AUC and AP: their " + _interval_label(intervals) + "."
                 if intervals else "no confidence intervals.")
     return _section("classes", "Per-class results",
                     f"<p class=\"caption\">{_e(caption)}</p><div class=\"scroll\">{table}</div>" + _group_table(run))
@@ -566,14 +574,15 @@ def _draw_training_curves(run_dir: Path) -> bytes | None:
 
 def _cams(run: _Run) -> str:
     folder = run.path / CAM_DIR
-    files = sorted(folder.rglob("*.png")) if folder.is_dir() else []
-    figures = [(_png(p), p) for p in files]
-    shown = [_img(_Figure(f"class map {p.stem}", data, p.stem.replace("_", " ")))
-             for data, p in figures if data is not None]
-    if not shown:
+    files = [p for p in sorted(folder.rglob("*.png")) if _png(p) is not None] if folder.is_dir() else []
+    if not files:
         return _section("cams", "Example class activation maps",
                         _absent(f"No class activation maps: {CAM_DIR}/ holds no PNG overlay for this run."))
-    return _section("cams", "Example class activation maps", f"<div class=\"pair\">{''.join(shown)}</div>")
+    names = [str(p.relative_to(folder).with_suffix("")) for p in files[:_MAX_CAMS]]
+    shown = [_img(_Figure(f"class map {name}", p.read_bytes(), name)) for name, p in zip(names, files)]
+    note = (_absent(f"Showing the first {_MAX_CAMS} of {len(files)} overlays in {CAM_DIR}/.")
+            if len(files) > _MAX_CAMS else "")
+    return _section("cams", "Example class activation maps", f"{note}<div class=\"pair\">{''.join(shown)}</div>")
 
 
 def _configuration(run: _Run) -> str:
