@@ -211,7 +211,7 @@ def test_summary_cards_show_setup_and_headline_numbers(tmp_path):
     assert "Dataset csv 3 classes · test: 100 images; val: 80 images · split source" in text
     assert "Model resnet10t pretrained · pooling avg · head linear · 64 px" in text
     assert "Loss asl gamma_neg=4 · sampler instance" in text
-    assert "Training 5 epochs in 1 stage" in text
+    assert "Training 5 epochs in 1 stage adamw (lr=0.001) · schedule n/a · batch 16" in text
     assert "Mean AUC 0.756 95% CI 0.690–0.820 95% bootstrap intervals (1000 resamples by patient) over 2 of 3 classes" \
         in text
     assert "mAP 0.480 95% CI 0.390–0.570" in text

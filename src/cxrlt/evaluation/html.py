@@ -261,8 +261,6 @@ def _cards(run: _Run) -> str:
 
     sources = [s for s in data.get("sources") or [] if isinstance(s, dict)]
     source_names = ", ".join(str(s.get("name", "?")) for s in sources) or "n/a"
-    source_files = "; ".join(_component({k: v for k, v in s.items() if k in ("name", "labels", "out", "n_images")})
-                             for s in sources)
     images = [f"{metrics.get('split', '?')}: {metrics.get('n_images', '?')} images"]
     if run.metrics_val:
         images.append(f"val: {run.metrics_val.get('n_images', '?')} images")
@@ -272,7 +270,7 @@ def _cards(run: _Run) -> str:
     loss_params = _params(loss) if isinstance(loss, dict) else ""
     cards = [
         ("Dataset", source_names,
-         f"{classes} classes · {'; '.join(images)} · split {split.get('method', '?')} · {source_files}"),
+         f"{classes} classes · {'; '.join(images)} · split {split.get('method', '?')}"),
         ("Model", f"{model.get('backbone', 'n/a')}",
          f"{'pretrained' if model.get('pretrained') else 'random init'} · pooling {_component(model.get('pooling'))}"
          f" · head {_component(model.get('head'))} · {((data.get('images') or {}).get('size', '?'))} px"),
@@ -280,7 +278,7 @@ def _cards(run: _Run) -> str:
          f"{loss_params + ' · ' if loss_params else ''}"
          f"sampler {_component(train.get('sampler')) or 'n/a'}"),
         ("Training", _epochs_text(run),
-         f"optimizer {_component(train.get('optimizer')) or 'n/a'} · schedule {_component(train.get('schedule')) or 'n/a'}"
+         f"{_short(train.get('optimizer'), 'lr')} · schedule {_short(train.get('schedule'))}"
          f" · batch {train.get('batch_size', '?')}"),
     ]
     out = []
@@ -313,10 +311,22 @@ def _cards(run: _Run) -> str:
     return f"<section id=\"summary\" class=\"cards\">{''.join(out)}</section>"
 
 
+def _short(component: Any, *keys: str) -> str:
+    """A component's name with only the named parameters (the card has no room for all of them)."""
+    if not isinstance(component, dict):
+        return "n/a" if component is None else str(component)
+    params = _params({k: component[k] for k in keys if k in component})
+    return f"{component.get('name', '?')}" + (f" ({params})" if params else "")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _epochs_text(run: _Run) -> str:
     if run.stages:
         total = sum(int(s.get("epochs_run") or 0) for s in run.stages)
-        return f"{total} epochs in {len(run.stages)} stage{'s' if len(run.stages) != 1 else ''}"
+        return f"{_plural(total, 'epoch')} in {_plural(len(run.stages), 'stage')}"
     epochs = (run.config.get("train") or {}).get("epochs")
     return f"{epochs} epochs (configured)" if epochs is not None else "n/a"
 
