@@ -324,7 +324,7 @@ def test_missing_curves_without_labels_say_why(tmp_path):
     (run / "plots" / "roc.png").unlink()
     (run / "predictions.csv").write_text("image_id,Atelectasis\nx,0.5\n")
     text = " ".join(render_html_report(run).split())
-    assert "ROC and PR curves cannot be drawn: the plots are missing and the labels could not be read" in text
+    assert "ROC and PR curves cannot be drawn: the plots are missing and the labels could not be read or matched" in text
     assert "labels.csv" in text  # the label file that could not be found is named
 
 

@@ -34,7 +34,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -484,7 +484,7 @@ def _curves(run: _Run) -> str:
 def _draw_curves(run: _Run) -> tuple[dict[str, bytes], str]:
     """ROC / PR figures from the saved predictions and the run's labels, when the PNGs are missing."""
     split = run.metrics.get("split", "test")
-    predictions = run.path / ("predictions.csv")
+    predictions = run.path / "predictions.csv"
     if not predictions.is_file():
         return {}, "ROC and PR curves cannot be drawn: plots/roc.png, plots/pr.png and predictions.csv are missing."
     try:
@@ -494,7 +494,7 @@ def _draw_curves(run: _Run) -> tuple[dict[str, bytes], str]:
 
         aligned = align(read_predictions(predictions), labels_table)
     except CxrltError as exc:
-        return {}, f"ROC and PR curves cannot be drawn: the plots are missing and the labels could not be read ({exc})."
+        return {}, f"ROC and PR curves cannot be drawn: the plots are missing and the labels could not be read or matched ({exc})."
     per_class = run.metrics["per_class"]
     groups = [str((per_class.get(c) or {}).get("group", "")) or None for c in aligned.classes]
     group_list = None if any(g is None for g in groups) else groups
