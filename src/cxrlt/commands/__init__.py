@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "labels": "cxrlt.commands.labels",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
+    "report": "cxrlt.commands.report",
     "predict": "cxrlt.commands.predict",
     "cam": "cxrlt.commands.cam",
     "localise": "cxrlt.commands.localise",

@@ -3,7 +3,7 @@
 Files in the run folder: `predictions.csv` / `metrics.json` for the
 evaluation split (config `evaluation.split`, test by default),
 `predictions_val.csv` / `metrics_val.json` for validation, `plots/`,
-`report.md`, and the exported model.
+`report.md`, `report.html`, and the exported model.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
+from cxrlt.evaluation.html import write_html_report
 from cxrlt.evaluation.plots import write_plots
 from cxrlt.evaluation.predictions import write_predictions
 from cxrlt.evaluation.report import plot_training_curves, read_training_logs, write_report
@@ -116,7 +117,7 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
 
 
 def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: SplitResult) -> Path:
-    """Plots and `report.md` of the headline split."""
+    """Plots, `report.md` and `report.html` of the headline split."""
     plots_dir = run_dir / "plots"
     groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
     plots = write_plots(plots_dir, data.part(scored.split).labels, scored.probs, scored.result, groups,
@@ -132,8 +133,10 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
         "input": f"{config.data.images.size} px", "evaluated split": scored.split,
     }
     splits = {name: len(data.part(name)) for name in ("train", "val", "test")}
-    return write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, scored.table,
-                        scored.metrics, relative, notes=scored.warnings)
+    report = write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, scored.table,
+                          scored.metrics, relative, notes=scored.warnings)
+    write_html_report(run_dir)
+    return report
 
 
 def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResult:
