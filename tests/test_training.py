@@ -57,6 +57,10 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tmp_path, data_dir):
                  "stages/01-main/done.json", "stages/01-main/logs/metrics.csv"):
         assert (run / name).is_file(), name
     assert not list(run.rglob(".*.tmp")) and not [p for p in run.rglob(".*") if p.is_file()]
+    cams = sorted((run / "plots/cams").rglob("*.png"))
+    assert len(cams) == 4  # the four rarest classes present in the test split, one overlay each
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 + 3 and "http" not in html.replace("http-equiv", "")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test"
     assert metrics["mean"]["auc"] > 0.65, metrics["mean"]  # chance is 0.5; measured 0.745

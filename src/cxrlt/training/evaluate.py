@@ -86,8 +86,29 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
         else:
             warnings.warn(f"the {split} split is empty: the run's headline numbers are on validation")
     headline = results.get(split, results["val"])
+    meta = {**extra, "classes": list(data.classes), "image_size": last.image_size}
+    write_example_cams(model, meta, data.part(headline.split), headline.probs, run_dir / "plots" / "cams")
     write_run_report(config, data, run_dir, headline)
     return headline
+
+
+def write_example_cams(model: CxrModel, meta: dict[str, Any], table: Any, probs: np.ndarray, out_dir: Path,
+                       count: int = 4) -> list[Path]:
+    """Class activation maps of the most confident true positive of each of the `count` rarest classes present.
+
+    Rare classes are the ones a reader doubts most, so the report shows where
+    the model looks for them; one image and one class per overlay.
+    """
+    from cxrlt.explain import example_overlays
+
+    labels = np.nan_to_num(table.labels, nan=0.0)
+    present = [k for k in np.argsort(labels.sum(axis=0), kind="stable") if labels[:, k].sum() > 0][:count]
+    paths = table.image_paths()
+    written: list[Path] = []
+    for k in present:
+        row = int(np.argmax(np.where(labels[:, k] > 0, probs[:, k], -1.0)))
+        written += example_overlays(model, meta, [paths[row]], out_dir, classes=[meta["classes"][k]], per_image=1)
+    return written
 
 
 def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, data: RunData, run_dir: Path,
