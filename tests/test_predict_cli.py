@@ -70,3 +70,50 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
     _write_png(tmp_path / "a.png", 4)
     assert main(["predict", str(tmp_path / "nothing"), str(tmp_path / "a.png"), "--no-progress"]) == 2
     assert "no saved model here" in capsys.readouterr().err
+
+
+def test_classes_option_picks_columns_by_canonical_name(tmp_path, saved_model):
+    run, _ = saved_model
+    _write_png(tmp_path / "a.png", 5)
+    full, picked = tmp_path / "full.csv", tmp_path / "picked.csv"
+    assert main(["predict", str(run), str(tmp_path / "a.png"), "--out", str(full), "--no-progress"]) == 0
+    assert main(["predict", str(run), str(tmp_path / "a.png"), "--out", str(picked), "--no-progress",
+                 "--classes", "Hernia", "Pleural Effusion"]) == 0
+    whole, some = read_predictions(full), read_predictions(picked)
+    assert some.classes == ("Hernia", "Pleural Effusion")
+    assert np.array_equal(some.values, whole.values[:, [2, 1]])
+
+
+def test_untrained_class_needs_a_query_head(tmp_path, saved_model, capsys):
+    run, _ = saved_model
+    _write_png(tmp_path / "a.png", 5)
+    assert main(["predict", str(run), str(tmp_path / "a.png"), "--out", str(tmp_path / "p.csv"),
+                 "--classes", "Pneumomediastinum"]) == 2
+    assert "not trained on 'Pneumomediastinum'" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_zero_shot_class_from_the_cli_equals_the_head(tmp_path):
+    from tiny_text_encoder import make_tiny_bert
+
+    from cxrlt.data.transforms import resize_to
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    torch.manual_seed(0)
+    head = {"name": "query", "dim": 32, "layers": 1, "heads": 4, "ffn": 64,
+            "embeddings": {"method": "text", "model": str(bert)}}
+    config = ModelConfig(backbone="resnet10t", head=head)
+    train_labels = (np.random.default_rng(0).random((50, 3)) < 0.3).astype(np.float32)
+    model = build_model(config, len(CLASSES), context={"class_names": CLASSES, "train_labels": train_labels}).eval()
+    export_model(model, tmp_path / "run", config, CLASSES, 48, extra={"stored_size": 64})
+    _write_png(tmp_path / "a.png", 6)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out", str(out), "--no-progress",
+                 "--classes", "Effusion", "Mass"]) == 0
+    table = read_predictions(out)
+    pixels = torch.from_numpy(resize_to(load_image(tmp_path / "a.png", 64), 48))[None, None]
+    with torch.no_grad():
+        expected = torch.sigmoid(model.head.score_classes(model.features(pixels), ["Effusion", "Mass"]))[0]
+        trained = torch.sigmoid(model(pixels))[0, 1]
+    assert np.allclose(table.values[0], expected.numpy(), atol=1e-5)
+    assert np.isclose(table.values[0, 0], trained.item(), atol=1e-5)  # a trained class scores as without zero-shot

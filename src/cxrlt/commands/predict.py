@@ -11,9 +11,13 @@ centre-cropped and resized exactly as in training, and scored. The full
 per-class probabilities go to --out (CSV: image_id + one column per class);
 the terminal shows, per image, the findings whose probability reaches the
 class threshold tuned on validation (--threshold overrides it).
+--classes scores only the named classes, in that order; with a query-decoder
+head (label-text embeddings) a name the model was never trained on is scored
+zero-shot.
 """
 EXAMPLE = """
 cxrlt predict runs/demo scans/ patient7.dcm --out predictions.csv
+cxrlt predict runs/query-decoder scans/ --classes "Pleural Effusion" Pneumomediastinum --out pm.csv
 """
 
 
@@ -24,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     parser.add_argument("--threshold", type=float, help="one decision threshold for all classes "
                         "(default: the per-class thresholds tuned on validation)")
+    parser.add_argument("--classes", nargs="+", metavar="NAME",
+                        help="score only these classes, in this order (untrained names: zero-shot, query head only)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable files instead of stopping")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--show", type=int, default=20, metavar="N", help="images listed on screen (default: 20)")
@@ -44,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.training.predict import find_images, predict_probabilities
 
     model, meta = load_model(args.model)
+    classes, thresholds = meta["classes"], np.asarray(meta.get("thresholds", [0.5] * len(meta["classes"])))
+    if args.classes:
+        from cxrlt.labels import canonical_key
+        from cxrlt.models.class_scoring import ClassScorer
+
+        model = ClassScorer(model, classes, args.classes)
+        tuned = {canonical_key(c): t for c, t in zip(classes, thresholds)}
+        classes, thresholds = list(args.classes), np.array([tuned.get(canonical_key(c), 0.5) for c in args.classes])
     images = find_images(args.paths)
     bad = scan_images([path for _, path in images], progress=not args.no_progress)
     if bad:
@@ -59,11 +73,10 @@ def run(args: argparse.Namespace) -> int:
     store = DecodingStore([path for _, path in images], stored)
     probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
                                   progress=not args.no_progress)
-    classes = meta["classes"]
     ids = [image_id for image_id, _ in images]
     write_predictions(args.out, ids, classes, probs)
-    thresholds = np.full(len(classes), args.threshold) if args.threshold is not None else np.asarray(
-        meta.get("thresholds", [0.5] * len(classes)))
+    if args.threshold is not None:
+        thresholds = np.full(len(classes), args.threshold)
     for image_id, row in list(zip(ids, probs))[: args.show]:
         found = [f"{classes[j]} {row[j]:.2f}" for j in np.argsort(-row) if row[j] >= thresholds[j]]
         print(f"{image_id}: {', '.join(found) if found else 'no finding above threshold'}")
