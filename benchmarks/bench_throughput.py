@@ -222,7 +222,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="DataLoader worker processes (default: available cores; tiny 1)")
     parser.add_argument("--sampler", default="instance", help="a cxrlt sampler name (instance, cycle, sqrt...)")
     parser.add_argument("--precision", choices=("bf16", "32"), default=None, help="default: bf16 on cuda, 32 on cpu")
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last weights and inputs (default: on for cuda, off for cpu)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
     args = parser.parse_args(argv)
     if args.device is None:
