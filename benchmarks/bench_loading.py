@@ -1,18 +1,40 @@
-"""Time loading one model input (decode + centre crop + resize) vs reading it from a prepared cache.
+"""Time one 224 x 224 model input three ways, side by side on the same images.
+
+1. TorchXRayVision's `NIH_Dataset` with the transforms of its README
+   (`XRayCenterCrop()` + `XRayResizer(224)`): skimage decode,
+   `normalize(img, 255)`, one channel, crop, resize; a float32 (1, 224, 224).
+2. cxrlt decoding the originals: `ImageDataset` over a `DecodingStore`
+   (decode, centre crop, exact area resize); a uint8 (1, 224, 224) tensor.
+3. cxrlt reading a prepared cache: `ImageDataset` over a `CacheStore`
+   (what `cxrlt train` uses when data.images.cache is set).
 
 Uses the real 1024 x 1024 NIH PNGs in ../shared/data/nih/images when present,
-else generated 1024 x 1024 PNGs. Files are read once before timing, so both
-paths are measured with the operating system's file cache warm. Prints
-ms/image and images/s for originals and cache, their ratio, and where the
-time of an original goes (decode, resize; OpenCV's equivalents when it is
-importable).
+else generated 1024 x 1024 PNGs. Files are read once before timing, so every
+path is measured with the operating system's file cache warm. Everything runs
+in this one process on one thread (run with OMP_NUM_THREADS=1). For each path
+it prints wall and CPU ms/image, images/s, images/s per core (1 / CPU time:
+the steadier figure on a shared machine), the ratios to TorchXRayVision, how
+close the outputs are (both mapped to [0, 1]), and where the time of an
+original goes (OpenCV's equivalents when it is importable).
 
-    python benchmarks/bench_loading.py [--size 224] [--repeats 3] [--limit N]
+TorchXRayVision is not a cxrlt dependency; install it in a separate
+environment that also sees cxrlt's packages, e.g.::
+
+    python3 -m venv /work/venv-xrv
+    echo /work/venv/lib/python3.11/site-packages \
+        > /work/venv-xrv/lib/python3.11/site-packages/cxrlt-venv.pth
+    /work/venv-xrv/bin/pip install torchxrayvision==1.5.7 opencv-python-headless==5.0.0.93
+    # pulls scikit-image==0.26.0 imageio==2.38.1; torch 2.14.1 comes from the base venv
+
+    OMP_NUM_THREADS=1 /work/venv-xrv/bin/python benchmarks/bench_loading.py [--size 224] [--repeats 3] [--limit N]
+
+Without it the two cxrlt paths are still measured and the install line is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 NIH_IMAGES = REPO.parent / "shared" / "data" / "nih" / "images"
+XRV_INSTALL = "pip install torchxrayvision==1.5.7 opencv-python-headless==5.0.0.93"
 
 
 def benchmark_images(limit: int | None = None, workdir: Path | None = None) -> tuple[list[Path], str]:
@@ -66,14 +89,57 @@ def per_item_seconds(function: Callable, items: Sequence, repeats: int, clock: C
     `time.process_time` (this process's CPU time) is the steadier figure on a
     machine shared with other work; wall time is what a user waits.
     """
-    function(items[0])
-    best = float("inf")
+    return per_item_times(function, items, repeats, (clock,))[0]
+
+
+def per_item_times(function: Callable, items: Sequence, repeats: int,
+                   clocks: Sequence[Callable[[], float]] = (time.perf_counter, time.process_time)) -> list[float]:
+    """Best of `repeats` passes over `items`, seconds per item, for each clock (one set of passes)."""
+    function(items[0])  # first-call costs (imports, weight tables) outside the timing
+    best = [float("inf")] * len(clocks)
     for _ in range(repeats):
-        start = clock()
+        start = [clock() for clock in clocks]
         for item in items:
             function(item)
-        best = min(best, (clock() - start) / len(items))
+        best = [min(b, (clock() - s) / len(items)) for b, clock, s in zip(best, clocks, start)]
     return best
+
+
+def xrv_dataset(paths: Sequence[Path], size: int, workdir: Path):
+    """TorchXRayVision's NIH_Dataset over `paths` with its README transforms, or None if not installed.
+
+    The dataset reads its label CSV; a CSV listing exactly `paths` (real NIH
+    rows when the label file is at hand, else neutral rows) keeps its rows in
+    the order of `paths`. All views and repeat visits are kept (its defaults
+    would drop non-PA images and all but one image per patient).
+    """
+    try:
+        import torchvision
+        import torchxrayvision as xrv
+    except ImportError:
+        return None
+    import pandas as pd
+
+    folders = {p.parent for p in paths}
+    if len(folders) != 1:
+        raise ValueError("NIH_Dataset reads one image folder; the benchmark images are in several")
+    names = [p.name for p in paths]
+    label_file = NIH_IMAGES.parent / "Data_Entry_2017_v2020.csv.gz"
+    known = pd.read_csv(label_file).set_index("Image Index") if label_file.is_file() else None
+    if known is not None and set(names) <= set(known.index):
+        csv = known.loc[names].reset_index()
+    else:
+        csv = pd.DataFrame({"Image Index": names, "Finding Labels": "No Finding", "Follow-up #": 0,
+                            "Patient ID": range(len(names)), "Patient Age": 50, "Patient Sex": "M",
+                            "View Position": "PA"})
+    csv_path = workdir / "xrv_labels.csv"
+    csv.to_csv(csv_path, index=False)
+    transform = torchvision.transforms.Compose([xrv.datasets.XRayCenterCrop(), xrv.datasets.XRayResizer(size)])
+    dataset = xrv.datasets.NIH_Dataset(imgpath=str(folders.pop()), csvpath=str(csv_path), views=["*"],
+                                       unique_patients=False, transform=transform)
+    if list(dataset.csv["Image Index"]) != names:
+        raise RuntimeError("NIH_Dataset reordered or dropped images; the comparison would be misaligned")
+    return dataset
 
 
 def main() -> None:
@@ -83,32 +149,61 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images")
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(1)
     from cxrlt.data.cache import prepare_cache
+    from cxrlt.data.dataset import ImageDataset
     from cxrlt.data.images import crop_and_resize, decode_image, load_image
-    from cxrlt.data.store import open_store
+    from cxrlt.data.store import DecodingStore, open_store
+    from cxrlt.data.transforms import build_pipeline
 
     with tempfile.TemporaryDirectory(prefix="cxrlt-bench-") as tmp:
         paths, description = benchmark_images(args.limit, Path(tmp))
         for path in paths:
-            path.read_bytes()  # warm the OS file cache for both contenders
-        print(f"images: {description}; target {args.size} x {args.size}; best of {args.repeats} passes")
+            path.read_bytes()  # warm the OS file cache for all contenders
+        print(f"images: {description}; target {args.size} x {args.size}; best of {args.repeats} passes; "
+              f"one process, torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
+              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
         table = table_for(paths)
         cache = prepare_cache(table, Path(tmp) / "cache", args.size, workers=1, progress=False)
-        store = open_store(table, args.size, cache)
-        rows = list(range(len(store)))
-        print(f"{'source':<28}{'wall ms/image':>14}{'images/s':>10}{'CPU ms/image':>14}")
+        pipeline = build_pipeline([], args.size)  # evaluation pipeline: the stored pixels as they are
+        decoding = ImageDataset(DecodingStore(table.image_paths(), args.size), table.labels, pipeline)
+        cached = ImageDataset(open_store(table, args.size, cache), table.labels, pipeline)
+        rows = list(range(len(paths)))
+        contenders: list[tuple[str, Callable[[int], torch.Tensor]]] = []
+        xrv = xrv_dataset(paths, args.size, Path(tmp))
+        if xrv is None:
+            print(f"TorchXRayVision: not installed here, not compared (`{XRV_INSTALL}`; see this script's docstring)")
+        else:
+            import torchxrayvision
+
+            print(f"TorchXRayVision {torchxrayvision.__version__}: NIH_Dataset + Compose([XRayCenterCrop(), "
+                  f"XRayResizer({args.size})]) (skimage engine, its default)")
+            contenders.append(("TorchXRayVision NIH_Dataset", lambda i: torch.from_numpy(xrv[i]["img"])))
+        contenders += [
+            ("cxrlt, decoding originals", lambda i: decoding[i][0]),
+            ("cxrlt, prepared cache", lambda i: cached[i][0]),
+        ]
+
+        print(f"\n{'path':<30}{'wall ms/img':>12}{'images/s':>10}{'CPU ms/img':>12}{'img/s per core':>16}")
         figures = {}
-        for name, function, items in (
-            ("original (load_image)", lambda p: load_image(p, args.size), paths),
-            ("prepared cache (CacheStore)", lambda i: store[i], rows),
-        ):
-            wall = per_item_seconds(function, items, args.repeats)
-            cpu = per_item_seconds(function, items, args.repeats, time.process_time)
-            figures[name] = wall
-            print(f"{name:<28}{wall * 1e3:>14.3f}{1 / wall:>10.1f}{cpu * 1e3:>14.3f}")
-        original, cached = figures.values()
-        print(f"cache is {original / cached:.0f}x faster (wall)")
+        for name, function in contenders:
+            wall, cpu = per_item_times(function, rows, args.repeats)
+            figures[name] = (wall, cpu)
+            print(f"{name:<30}{wall * 1e3:>12.3f}{1 / wall:>10.1f}{cpu * 1e3:>12.3f}{1 / cpu:>16.1f}")
+        if xrv is not None:
+            base_wall, base_cpu = figures["TorchXRayVision NIH_Dataset"]
+            print("\nspeed relative to TorchXRayVision (per core = CPU time; wall):")
+            for name, target in (("cxrlt, decoding originals", 3), ("cxrlt, prepared cache", 100)):
+                wall, cpu = figures[name]
+                print(f"  {name:<28} {base_cpu / cpu:8.1f}x per core {base_wall / wall:8.1f}x wall   "
+                      f"(target >= {target}x)")
+        (_, decode_cpu), (_, cache_cpu) = figures["cxrlt, decoding originals"], figures["cxrlt, prepared cache"]
+        print(f"prepared cache vs decoding originals: {decode_cpu / cache_cpu:.0f}x per core")
+        if xrv is not None:
+            _report_agreement(xrv, decoding, rows, args.size)
 
         decoded = [decode_image(p) for p in paths[: min(len(paths), 40)]]
 
@@ -140,6 +235,46 @@ def main() -> None:
             for a in decoded
         ]
         print(f"  ours vs OpenCV INTER_AREA: largest difference {max(differences)} gray level(s)")
+
+
+def _report_agreement(xrv, decoding, rows: Sequence[int], size: int) -> None:
+    """How far cxrlt's inputs are from TorchXRayVision's, both mapped to [0, 1].
+
+    TorchXRayVision scales 0..255 to [-1024, 1024] (x -> (x + 1024) / 2048
+    undoes it); cxrlt keeps uint8 (x -> x / 255). Its default skimage resize
+    (Gaussian pre-filter + bilinear) is not an area average, so the outputs
+    differ slightly; with `XRayResizer(engine="cv2")` (OpenCV INTER_AREA) the
+    geometry is the same as cxrlt's and only rounding to uint8 remains.
+    """
+    import torchxrayvision
+
+    theirs = np.stack([(xrv[i]["img"][0].astype(np.float64) + 1024) / 2048 for i in rows])
+    ours = np.stack([decoding[i][0][0].numpy() / 255.0 for i in rows])
+    gap = np.abs(theirs - ours)
+    print(f"\noutputs in [0, 1], cxrlt vs TorchXRayVision README transforms (skimage resize), {len(rows)} images: "
+          f"max |diff| {gap.max():.4f} ({gap.max() * 255:.1f} gray levels), mean {gap.mean():.5f} "
+          f"({gap.mean() * 255:.2f} levels), 99th percentile {np.quantile(gap, 0.99) * 255:.2f} levels")
+    try:
+        import cv2  # noqa: F401  (XRayResizer's cv2 engine imports it)
+    except ImportError:
+        print("  (XRayResizer(engine='cv2') not compared: OpenCV not installed)")
+        return
+    resize = torchxrayvision.datasets.XRayResizer(size, engine="cv2")
+    crop = torchxrayvision.datasets.XRayCenterCrop()
+    theirs_cv2 = []
+    for i in rows:
+        raw = torchxrayvision.datasets.normalize(_xrv_raw(xrv, i), 255, reshape=True)  # as NIH_Dataset does
+        theirs_cv2.append((resize(crop(raw))[0].astype(np.float64) + 1024) / 2048)
+    gap = np.abs(np.stack(theirs_cv2) - ours)
+    print(f"  vs XRayResizer(engine='cv2'): max |diff| {gap.max() * 255:.2f} gray levels, mean {gap.mean() * 255:.3f} "
+          "(cxrlt rounds to uint8: at most 0.5 level expected)")
+
+
+def _xrv_raw(xrv, index: int) -> np.ndarray:
+    """The image NIH_Dataset reads for row `index`, before any transform."""
+    from skimage.io import imread
+
+    return imread(os.path.join(xrv.imgpath, xrv.csv["Image Index"].iloc[index]))
 
 
 if __name__ == "__main__":

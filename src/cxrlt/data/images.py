@@ -128,8 +128,10 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
         return np.array(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((size, size), Image.BILINEAR))
     weights = _area_weights(side, size)
     # Sparse (size x side) weights: two products cost ~(side + size) * side
-    # multiply-adds instead of side^2 * size for dense matrices.
-    rows = weights @ image.astype(np.float64)
+    # multiply-adds instead of side^2 * size for dense matrices. scipy takes
+    # the uint8 image as it is and computes in float64 (the result type), so
+    # no float copy of the full-size image is made first.
+    rows = weights @ image
     out = weights @ np.ascontiguousarray(rows.T)
     return _round_to_uint8(out.T)
 
