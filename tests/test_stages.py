@@ -138,3 +138,22 @@ def test_schedules_hand_values(name, params, checks):
     for step, value in checks:
         assert factor(step) == pytest.approx(value, abs=1e-9), (step, value)
     assert math.isfinite(factor(1000))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_converts_the_weights_and_keeps_the_outputs(channels_last):
+    from cxrlt.losses import build as build_loss
+    from cxrlt.config import OptimizerSpec, ScheduleSpec
+    from cxrlt.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet10t"), 3).eval()
+    images = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
+    with torch.no_grad():
+        before = model(images)
+    module = ClassifierModule(model, build_loss("bce"), OptimizerSpec(name="adam"), ScheduleSpec(name="constant"),
+                              steps_per_epoch=1, epochs=1, seed=0, channels_last=channels_last)
+    conv = next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    with torch.no_grad():
+        assert torch.allclose(module(images), before, atol=1e-5)

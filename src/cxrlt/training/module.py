@@ -48,7 +48,10 @@ class ClassifierModule(L.LightningModule):
         self.seed = seed
         self.freeze_backbone = freeze_backbone
         self.mixer = mixer
-        self.channels_last = channels_last
+        if channels_last:
+            # The layout that matters is the weights': a 1-channel input batch is the same in both layouts,
+            # and convolutions with channels-last weights produce (and keep) channels-last activations.
+            self.model.to(memory_format=torch.channels_last)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_val: dict[str, Any] = {}
         if freeze_backbone:
@@ -63,11 +66,8 @@ class ClassifierModule(L.LightningModule):
             for module in self.model.feature_modules():
                 module.eval()
 
-    def _layout(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self._layout(images))
+        return self.model(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets, _ = batch
@@ -77,7 +77,7 @@ class ClassifierModule(L.LightningModule):
             )
             images, targets = self.mixer(images, targets, generator)
         # The head decides what it trains on: logits, or every expert's logits plus a diversity term.
-        outputs = self.model(self._layout(images), training_outputs=True)
+        outputs = self.model(images, training_outputs=True)
         loss = self.model.training_loss(self.loss, outputs.float(), targets)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
