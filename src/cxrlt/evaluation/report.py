@@ -62,8 +62,26 @@ def write_report(path: Path, title: str, config_summary: dict[str, Any], splits:
     mean = summary["mean"]
     lines.append(f"Mean AUC {_fmt(mean['auc'])}, mAP {_fmt(mean['ap'])}, mean F1 {_fmt(mean['f1'])} "
                  f"over {mean['evaluated']} of {mean['classes']} classes.")
+    intervals = summary.get("intervals")
     for name, group in summary.get("groups", {}).items():
-        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} ({group['evaluated']} classes)")
+        extra = ""
+        if intervals and name in intervals.get("groups", {}):
+            extra = f"; {_span(intervals['groups'][name]['auc'])} / {_span(intervals['groups'][name]['ap'])}"
+        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} ({group['evaluated']} classes{extra})")
+    if intervals:
+        lines.append("")
+        lines.append(f"{intervals['level']:.0%} bootstrap intervals ({intervals['resamples']} resamples of "
+                     f"{intervals['unit']}s): mean AUC {_span(intervals['mean']['auc'])}, "
+                     f"mAP {_span(intervals['mean']['ap'])}.")
+    calibration = summary.get("calibration")
+    if calibration:
+        line = (f"Calibration ({calibration['bins']} equal-width bins): pooled ECE {_fmt(calibration['pooled_ece'])}, "
+                f"mean per-class ECE {_fmt(calibration['mean_ece'])}")
+        if calibration.get("temperature") is not None:
+            scaled = calibration["scaled"]
+            line += (f"; after temperature scaling (T = {calibration['temperature']:.3g}, fitted on validation) "
+                     f"{_fmt(scaled['pooled_ece'])} / {_fmt(scaled['mean_ece'])}")
+        lines += ["", line + "."]
     lines += [""] + [f"- {note}" for note in notes] + [""] if notes else [""]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
@@ -72,3 +90,7 @@ def write_report(path: Path, title: str, config_summary: dict[str, Any], splits:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _span(interval: Sequence[float] | None) -> str:
+    return "[n/a]" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
