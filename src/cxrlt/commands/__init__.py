@@ -13,4 +13,5 @@ COMMANDS: dict[str, str] = {
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "predict": "cxrlt.commands.predict",
+    "compare": "cxrlt.commands.compare",
 }
