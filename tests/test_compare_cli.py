@@ -97,3 +97,41 @@ def test_bad_options(files, capsys):
                  "--patients", "subject"]) == 2
     err = capsys.readouterr().err
     assert "'subject'" in err and "patient_id" in err
+
+
+# ------------------------------------------- the same options in `cxrlt evaluate`
+def test_evaluate_with_bootstrap_patients_and_temperature(files, tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    val_y = (rng.random((200, 4)) < [0.4, 0.3, 0.1, 0.05]).astype(float)
+    z = rng.normal(-1 + 2 * val_y, 1.0)
+    val_pred = write_predictions(tmp_path / "val.csv", [f"v{i}" for i in range(200)], CLASSES, 1 / (1 + np.exp(-3 * z)))
+    val_labels = pd.DataFrame(val_y, columns=CLASSES)
+    val_labels.insert(0, "image_id", [f"v{i}" for i in range(200)])
+    val_labels.to_csv(tmp_path / "val_labels.csv", index=False)
+    out = tmp_path / "metrics.json"
+    code = main(["evaluate", "--predictions", str(files["a"]), "--labels", str(files["labels"]), "--json", str(out),
+                 "--bootstrap", "150", "--patients", "patient_id", "--seed", "3", "--no-progress",
+                 "--val-predictions", str(val_pred), "--val-labels", str(tmp_path / "val_labels.csv"), "--temperature"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out.read_text())
+    intervals = report["intervals"]
+    assert intervals["unit"] == "patient" and intervals["resamples"] == 150 and intervals["seed"] == 3
+    from cxrlt.evaluation.bootstrap import bootstrap_metrics
+    from cxrlt.evaluation.calibration import fit_temperature
+
+    patients = [f"p{i // 3}" for i in range(300)]
+    direct = bootstrap_metrics(files["y"], files["good"], CLASSES, resamples=150, patients=patients, seed=3)
+    assert intervals["per_class"]["Mass"]["ap"] == pytest.approx(direct.to_dict()["per_class"]["Mass"]["ap"])
+    assert report["calibration"]["temperature"] == pytest.approx(
+        fit_temperature(val_y, 1 / (1 + np.exp(-3 * z))), rel=1e-5)
+    assert "bootstrap intervals (150 resamples of patients)" in stdout and "calibration: pooled ECE" in stdout
+
+
+def test_evaluate_option_errors(files, tmp_path, capsys):
+    base = ["evaluate", "--predictions", str(files["a"]), "--labels", str(files["labels"]), "--json",
+            str(tmp_path / "m.json")]
+    assert main(base + ["--temperature"]) == 2
+    assert "--val-predictions" in capsys.readouterr().err
+    assert main(base + ["--patients", "patient_id"]) == 2
+    assert "--bootstrap" in capsys.readouterr().err

@@ -209,8 +209,10 @@ def _resample(
 
     n = labels.shape[0]
     index, n_units = _cluster_index(clusters, n)
-    # counts are integers: float32 is exact while every total stays below 2**24
-    dtype = np.float32 if 4 * n < 2**24 else np.float64
+    # counts are integers: float32 is exact while every total stays below
+    # 2**24; a resample weighs at most (units drawn) x (largest unit) images
+    largest = int(np.bincount(index).max()) if index is not None else 1
+    dtype = np.float32 if n_units * largest < 2**24 else np.float64
     layouts = [_layout(labels, t, dtype) for t in tables]
     ones = np.ones((n, 1), dtype=dtype)
     points = [tuple(m[:, 0] for m in _metrics_from_counts(lay, lay.counts(ones))) for lay in layouts]
