@@ -78,7 +78,8 @@ def test_mismatched_ids_are_refused(files, tmp_path, capsys):
     code = main(["compare", str(files["a"]), str(tmp_path / "short.csv"), "--labels", str(files["labels"])])
     err = capsys.readouterr().err
     assert code == 2
-    assert "5 of the 300 ids of" in err and "short.csv" in err and "00295.png" in err  # B is reversed: 00299..00295 dropped
+    # B is reversed, so the dropped rows are 00299 ... 00295
+    assert "5 of the 300 ids of" in err and "short.csv" in err and "00295.png" in err
 
 
 def test_mismatched_classes_are_refused(files, tmp_path, capsys):

@@ -164,7 +164,8 @@ def format_comparison(report: dict[str, Any], groups: list[str], positives: Any)
     rows = [cells(name, groups[j], str(int(positives[j])), entry)
             for j, (name, entry) in enumerate(report["per_class"].items())]
     summary = [cells(f"mean ({report['mean']['classes']})", "", "", report["mean"])]
-    summary += [cells(f"{name} ({entry['classes']})", "", "", entry) for name, entry in report.get("groups", {}).items()]
+    summary += [cells(f"{name} ({entry['classes']})", "", "", entry)
+                for name, entry in report.get("groups", {}).items()]
     widths = [max(len(r[i]) for r in [header, *rows, *summary]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:

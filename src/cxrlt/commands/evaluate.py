@@ -236,7 +236,8 @@ def summary_lines(report: dict) -> list[str]:
             return "n/a" if pair is None else f"[{pair[0]:.4f}, {pair[1]:.4f}]"
 
         lines.append(f"{intervals['level']:.0%} bootstrap intervals ({intervals['resamples']} resamples of "
-                     f"{intervals['unit']}s): mean AUC {span(intervals['mean']['auc'])}, mAP {span(intervals['mean']['ap'])}")
+                     f"{intervals['unit']}s): mean AUC {span(intervals['mean']['auc'])}, "
+                     f"mAP {span(intervals['mean']['ap'])}")
         for name, group in intervals.get("groups", {}).items():
             lines.append(f"  {name}: AUC {span(group['auc'])}, AP {span(group['ap'])}")
     calibration = report["calibration"]
@@ -244,7 +245,8 @@ def summary_lines(report: dict) -> list[str]:
     def value(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    line = f"calibration: pooled ECE {value(calibration['pooled_ece'])}, mean per-class ECE {value(calibration['mean_ece'])}"
+    line = (f"calibration: pooled ECE {value(calibration['pooled_ece'])}, "
+            f"mean per-class ECE {value(calibration['mean_ece'])}")
     if calibration["temperature"] is not None:
         scaled = calibration["scaled"]
         line += (f"; at T = {calibration['temperature']:.4g}: pooled {value(scaled['pooled_ece'])}, "

@@ -67,7 +67,8 @@ def write_report(path: Path, title: str, config_summary: dict[str, Any], splits:
         extra = ""
         if intervals and name in intervals.get("groups", {}):
             extra = f"; {_span(intervals['groups'][name]['auc'])} / {_span(intervals['groups'][name]['ap'])}"
-        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} ({group['evaluated']} classes{extra})")
+        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} "
+                     f"({group['evaluated']} classes{extra})")
     if intervals:
         lines.append("")
         lines.append(f"{intervals['level']:.0%} bootstrap intervals ({intervals['resamples']} resamples of "
