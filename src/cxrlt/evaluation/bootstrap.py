@@ -123,43 +123,46 @@ def _layout(labels: np.ndarray, scores: np.ndarray, dtype: type) -> _Layout:
 def _metrics_from_counts(layout: _Layout, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(AUC, AP), each (classes x resamples), from the cell counts; NaN where undefined.
 
-    Counts are exact integers; sums of products are taken in float64.
+    Counts and their cumulative sums are whole numbers, exact in the counts'
+    dtype (float32 only while totals stay below 2**24); products, ratios and
+    their sums are taken in float64.
     """
     r = counts.shape[1]
     auc = np.full((len(layout.classes), r), np.nan)
     ap = np.full((len(layout.classes), r), np.nan)
     for k, c in enumerate(layout.classes):
-        block = counts[c.start:c.stop]
         g = c.g
         if g == 0:
             continue
+        block = counts[c.start:c.stop]
+        p = block[g:2 * g]
+        ties = block[2 * g:2 * g + len(c.tie_groups)]
         # weighted negatives scoring strictly below each positive group
-        lower = np.cumsum(block[:g], axis=0, dtype=np.float64)
-        p = block[g:2 * g].astype(np.float64)
-        ties = block[2 * g:2 * g + len(c.tie_groups)].astype(np.float64)
+        lower = np.cumsum(block[:g], axis=0)
         negatives = lower[-1] + block[-1]
         if len(c.tie_groups):
             t = np.zeros_like(p)
             t[c.tie_groups] = ties
             lower[1:] += np.cumsum(t[:-1], axis=0)
             negatives = negatives + ties.sum(axis=0)
-        positives = p.sum(axis=0)
+        # weighted positives scoring >= each group (a reversed cumulative sum)
+        tp = np.cumsum(p[::-1], axis=0)[::-1]
+        positives = tp[0].astype(np.float64)
+        negatives = negatives.astype(np.float64)
         ok = (positives > 0) & (negatives > 0)
         if not ok.any():
             continue
-        numerator = np.einsum("gr,gr->r", p, lower)
+        numerator = np.einsum("gr,gr->r", p, lower, dtype=np.float64)
         if len(c.tie_groups):
-            numerator += 0.5 * np.einsum("gr,gr->r", p[c.tie_groups], ties)
-        # weighted positives scoring >= each group (a reversed cumulative sum)
-        tp = np.cumsum(p[::-1], axis=0)[::-1]
+            numerator += 0.5 * np.einsum("gr,gr->r", p[c.tie_groups], ties, dtype=np.float64)
         predicted = tp - lower
-        predicted += negatives
+        predicted += negatives.astype(p.dtype)
         # predicted is a whole count, 0 only where tp is 0 too: 0 / 1 = 0
-        np.maximum(predicted, 1.0, out=predicted)
-        np.divide(tp, predicted, out=predicted)
+        np.maximum(predicted, 1, out=predicted)
+        precision = np.divide(tp, predicted, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             auc[k] = np.where(ok, numerator / (positives * negatives), np.nan)
-            ap[k] = np.where(ok, np.einsum("gr,gr->r", p, predicted) / positives, np.nan)
+            ap[k] = np.where(ok, np.einsum("gr,gr->r", p, precision, dtype=np.float64) / positives, np.nan)
     return auc, ap
 
 
