@@ -106,3 +106,15 @@ def test_bad_inputs():
         reliability(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="no known label"):
         fit_temperature(np.array([np.nan]), np.array([0.5]))
+
+
+def test_operating_points_by_hand():
+    from cxrlt.evaluation.calibration import operating_points
+
+    y = np.array([[1, 0], [1, np.nan], [0, 0], [0, 0], [1, 0]])
+    p = np.array([[0.9, 0.2], [0.4, 0.9], [0.6, 0.1], [0.2, 0.5], [0.5, 0.05]])
+    points = operating_points(y, p, [0.5, 0.5], ["a", "b"])
+    # a: positives 0.9, 0.4, 0.5 -> 2 of 3 at >= 0.5; negatives 0.6, 0.2 -> 1 of 2 below
+    assert points["a"] == {"threshold": 0.5, "sensitivity": pytest.approx(2 / 3), "specificity": 0.5}
+    # b: no positive; negatives 0.2, 0.1, 0.5, 0.05 -> 3 of 4 below (the NaN row is left out)
+    assert points["b"] == {"threshold": 0.5, "sensitivity": None, "specificity": 0.75}

@@ -45,6 +45,15 @@ def test_run_reports_intervals_and_calibration(tmp_path_factory):
     assert json.loads((run / "model.json").read_text())["temperature"] == calibration["temperature"]
     assert calibration["scaled"]["pooled_ece"] is not None
 
+    # thresholds tuned on validation (max F1 by default), their sensitivity / specificity on test
+    thresholds = metrics["thresholds"]
+    assert thresholds["method"] == "max_f1" and thresholds["tuned_on"] == "val"
+    first = thresholds["per_class"][classes[0]]
+    known = ~np.isnan(test.labels[:, 0])
+    # the run scored float32 probabilities; the CSV holds each in its shortest float32 form
+    hits = probs[known, 0].astype(np.float32) >= first["threshold"]
+    assert first["sensitivity"] == pytest.approx(hits[test.labels[known, 0] == 1].mean())
+
     val_metrics = json.loads((run / "metrics_val.json").read_text())
     assert "intervals" not in val_metrics and val_metrics["calibration"]["temperature"] == calibration["temperature"]
     assert (run / "plots" / "reliability.png").stat().st_size > 10_000

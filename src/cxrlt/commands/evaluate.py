@@ -191,6 +191,14 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
             seed=args.seed, progress=not args.no_progress,
         ).to_dict(groups)
     report["calibration"] = calibration_summary(data.labels, data.probs, classes, temperature=temperature)
+    if thresholds is not None:
+        from cxrlt.evaluation.calibration import operating_points
+
+        report["thresholds"] = {
+            "method": args.threshold_method, "tuned_on": str(args.val_predictions),
+            **({"target_sensitivity": args.target_sensitivity} if args.threshold_method == "sensitivity" else {}),
+            "per_class": operating_points(data.labels, data.probs, thresholds, classes),
+        }
     write_json(args.json, report)
     plots = []
     if args.plots is not None:

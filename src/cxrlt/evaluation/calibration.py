@@ -187,6 +187,33 @@ def calibration_summary(
     return out
 
 
+# -------------------------------------------------------------- operating points
+def operating_points(labels: Any, probs: Any, thresholds: Sequence[float], classes: Sequence[str]) -> dict[str, Any]:
+    """Sensitivity and specificity of each class at its decision threshold (score >= threshold).
+
+    `{class: {"threshold", "sensitivity", "specificity"}}`, None where the
+    class has no known positive (sensitivity) or negative (specificity);
+    NaN labels are left out. Shows how a threshold tuned on validation (for
+    example for a target sensitivity) behaves on the evaluated set.
+    """
+    y, p = _check(labels, probs)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if y.ndim != 2 or t.shape != (y.shape[1],) or len(classes) != y.shape[1]:
+        raise ValueError(f"{t.shape} thresholds and {len(classes)} classes for {y.shape} labels")
+    predicted = p >= t
+    positive, negative = y == 1, y == 0
+    p_count, n_count = positive.sum(axis=0), negative.sum(axis=0)
+    tp, tn = (predicted & positive).sum(axis=0), (~predicted & negative).sum(axis=0)
+    return {
+        str(name): {
+            "threshold": float(t[j]),
+            "sensitivity": float(tp[j] / p_count[j]) if p_count[j] else None,
+            "specificity": float(tn[j] / n_count[j]) if n_count[j] else None,
+        }
+        for j, name in enumerate(classes)
+    }
+
+
 # ------------------------------------------------------------------------- plot
 def reliability_figure(
     labels: np.ndarray,

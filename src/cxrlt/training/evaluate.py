@@ -23,7 +23,12 @@ import numpy as np
 from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
 from cxrlt.evaluation.bootstrap import bootstrap_metrics
-from cxrlt.evaluation.calibration import calibration_summary, fit_temperature, write_reliability_plot
+from cxrlt.evaluation.calibration import (
+    calibration_summary,
+    fit_temperature,
+    operating_points,
+    write_reliability_plot,
+)
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
 from cxrlt.evaluation.plots import write_plots
 from cxrlt.evaluation.predictions import write_predictions
@@ -138,6 +143,13 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
         ).to_dict(groups)
     metrics["calibration"] = calibration_summary(part.labels, probs, data.classes,
                                                  temperature=meta.get("temperature"))
+    if meta.get("thresholds") is not None:
+        metrics["thresholds"] = {
+            "method": config.evaluation.threshold, "tuned_on": "val",
+            **({"target_sensitivity": config.evaluation.target_sensitivity}
+               if config.evaluation.threshold == "sensitivity" else {}),
+            "per_class": operating_points(part.labels, probs, meta["thresholds"], data.classes),
+        }
     write_json(run_dir / metrics_name, metrics)
     return SplitResult(split, probs, result, metrics, result.format_table(groups, meta["train_positives"]),
                        [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
