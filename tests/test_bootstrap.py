@@ -30,7 +30,7 @@ def test_weighted_metrics_equal_sklearn_sample_weight(ties, dtype):
     y, p = _data(ties=ties)
     layout = bs._layout(y, p, dtype)
     rng = np.random.default_rng(3)
-    weights = bs._weights(rng, 6, len(y), None, len(y), dtype)
+    weights = bs._weights(rng, 6, None, len(y), dtype)
     auc, ap = bs._metrics_from_counts(layout, layout.counts(weights))
     for r in range(weights.shape[1]):
         for k in range(y.shape[1]):

@@ -187,8 +187,7 @@ def _cluster_index(clusters: Sequence[Any] | None, n: int) -> tuple[np.ndarray |
     return index, len(uniques) + int(missing.sum())
 
 
-def _weights(rng: np.random.Generator, r: int, n: int, index: np.ndarray | None, n_units: int,
-             dtype: type) -> np.ndarray:
+def _weights(rng: np.random.Generator, r: int, index: np.ndarray | None, n_units: int, dtype: type) -> np.ndarray:
     """Multiplicity weights of `r` resamples, (images x resamples), C order."""
     draws = rng.integers(0, n_units, size=(r, n_units))
     draws += (np.arange(r) * n_units)[:, None]
@@ -225,7 +224,7 @@ def _resample(
     with progress_bar(total=resamples, enabled=progress, desc=description, unit="resample", leave=False) as bar:
         for first in range(0, resamples, chunk):
             r = min(chunk, resamples - first)
-            weights = _weights(rng, r, n, index, n_units, dtype)
+            weights = _weights(rng, r, index, n_units, dtype)
             for layout, (auc, ap) in zip(layouts, replicates):
                 a, p = _metrics_from_counts(layout, layout.counts(weights))
                 auc[first:first + r], ap[first:first + r] = a.T, p.T
