@@ -4,11 +4,6 @@ Files in the run folder: `predictions.csv` / `metrics.json` for the
 evaluation split (config `evaluation.split`, test by default),
 `predictions_val.csv` / `metrics_val.json` for validation, `plots/`,
 `report.md`, and the exported model.
-
-Every metrics file holds a `calibration` section (ECE, and with
-`evaluation.temperature` the temperature fitted on validation and the ECE
-after it); the headline split's file also holds bootstrap `intervals` when
-`evaluation.bootstrap` > 0 (over patients when the table has patient ids).
 """
 
 from __future__ import annotations
@@ -122,9 +117,11 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
                 meta: dict[str, Any], intervals: bool = True, progress: bool = False) -> SplitResult:
     """Write predictions and metrics of `split` into the run folder.
 
-    Metrics include `calibration` (with the temperature in `meta`, if any)
-    and, when `intervals` and `evaluation.bootstrap` > 0, bootstrap
-    `intervals` seeded by `train.seed`.
+    Metrics include `calibration` (ECE; with a temperature in `meta`, fitted
+    on validation when `evaluation.temperature`, also the ECE after it),
+    `thresholds` (sensitivity / specificity at the tuned thresholds) and,
+    when `intervals` and `evaluation.bootstrap` > 0, bootstrap `intervals`
+    seeded by `train.seed`, over patients when the table has patient ids.
     """
     part = data.part(split)
     predictions_name, metrics_name = split_files(config, split)
@@ -159,10 +156,10 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
     """Plots and `report.md` of the headline split."""
     plots_dir = run_dir / "plots"
     groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
-    labels = data.part(scored.split).labels
-    plots = write_plots(plots_dir, labels, scored.probs, scored.result, groups, data.train_stats.positives)
-    plots.append(write_reliability_plot(plots_dir / "reliability.png", labels, scored.probs, groups,
-                                        temperature=scored.metrics["calibration"]["temperature"]))
+    plots = write_plots(plots_dir, data.part(scored.split).labels, scored.probs, scored.result, groups,
+                        data.train_stats.positives)
+    plots.append(write_reliability_plot(plots_dir / "reliability.png", data.part(scored.split).labels,
+                                        scored.probs, groups, temperature=scored.metrics["calibration"]["temperature"]))
     curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png")
     label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
