@@ -10,8 +10,8 @@ COMMANDS: dict[str, str] = {
     "prepare": "cxrlt.commands.prepare",
     "stats": "cxrlt.commands.stats",
     "labels": "cxrlt.commands.labels",
+    "compare": "cxrlt.commands.compare",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "predict": "cxrlt.commands.predict",
-    "compare": "cxrlt.commands.compare",
 }
