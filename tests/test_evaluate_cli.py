@@ -49,6 +49,7 @@ def test_evaluate_end_to_end(files, tmp_path, capsys):
     report = json.loads(out.read_text())
     groups = class_groups(files["train_y"].sum(axis=0))
     expected = compute_metrics(files["y"], files["p"], CLASSES).to_dict(groups)
+    assert report.pop("calibration")["bins"] == 15  # checked in tests/test_calibration.py
     assert report == json.loads(json.dumps(expected))
     # and against sklearn, not only against ourselves
     known = ~np.isnan(files["y"][:, 2])
@@ -84,7 +85,7 @@ def test_tuned_thresholds_and_plots(files, tmp_path, capsys):
     expected = compute_metrics(files["y"], files["p"], CLASSES, thresholds=thresholds)
     assert [report["per_class"][c]["threshold"] for c in CLASSES] == pytest.approx(thresholds.tolist())
     assert report["mean"]["f1_tuned"] == pytest.approx(float(np.mean(expected.f1_tuned)))
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["per_class.png", "pr.png", "roc.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["per_class.png", "pr.png", "reliability.png", "roc.png"]
     assert "F1@tuned" in capsys.readouterr().out
 
 

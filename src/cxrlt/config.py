@@ -268,6 +268,7 @@ class EvaluationConfig(Strict):
     threshold: Literal["max_f1", "sensitivity"] = "max_f1"
     target_sensitivity: float = Field(0.9, gt=0.0, lt=1.0)
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for confidence intervals (0 = none)")
+    temperature: bool = Field(False, description="fit a temperature on validation and report calibration after it")
     split: Literal["val", "test"] = "test"
 
 

@@ -10,6 +10,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "cxrlt.commands.prepare",
     "stats": "cxrlt.commands.stats",
     "labels": "cxrlt.commands.labels",
+    "compare": "cxrlt.commands.compare",
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "report": "cxrlt.commands.report",

@@ -24,7 +24,16 @@ no AUC / AP (null in the JSON) and is left out of the means.
 Head / medium / tail groups come from the positive counts of --groups-from (the
 training labels, as they should); without it they come from the evaluated
 labels, which the output says. With --val-predictions and --val-labels, a
-per-class threshold is tuned on validation and F1 is reported at it too.
+per-class threshold is tuned on validation and F1 is reported at it too, and
+--temperature fits one temperature T on validation (p -> sigmoid(logit(p)/T),
+minimising the binary cross-entropy) and reports the calibration after it.
+
+Every report has a `calibration` section: expected calibration error (15
+equal-width bins) per class, pooled over all (image, class) pairs and
+averaged over classes. With --bootstrap N, percentile confidence intervals
+(--level, default 95%) of every per-class and mean AUC / AP come from N
+resamples of the images, or of patients when --patients names the label
+file's patient id column (images of one patient are resampled together).
 
 The id column is found by name when --id-column is not given: the first of
 image_id, dicom_id, Image Index, path, id (case-insensitive) in each file.
@@ -68,7 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--target-sensitivity", type=float, default=0.9, metavar="S",
                         help="for --threshold-method sensitivity (default: 0.9)")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="fixed decision threshold for F1 (default: 0.5)")
-    parser.add_argument("--plots", metavar="DIR", type=Path, help="also save roc.png, pr.png and per_class.png here")
+    parser.add_argument("--plots", metavar="DIR", type=Path,
+                        help="also save roc.png, pr.png, per_class.png and reliability.png here")
+    uncertainty = parser.add_argument_group("uncertainty and calibration")
+    uncertainty.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                             help="bootstrap resamples for confidence intervals (default: 0, none; 1000 is usual)")
+    uncertainty.add_argument("--patients", metavar="COL",
+                             help="patient id column of the label file: resample patients, not images")
+    uncertainty.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
+    uncertainty.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    uncertainty.add_argument("--temperature", action="store_true",
+                             help="fit a temperature on --val-predictions / --val-labels and report calibration after it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,6 +131,14 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threshold must lie in [0, 1], got {args.threshold}")
     if not 0 < args.target_sensitivity <= 1:
         raise ConfigError(f"--target-sensitivity must lie in (0, 1], got {args.target_sensitivity}")
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    if not 0 < args.level < 1:
+        raise ConfigError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
+    if args.temperature and args.val_predictions is None:
+        raise ConfigError("--temperature is fitted on validation: give --val-predictions and --val-labels too")
+    if args.patients is not None and args.bootstrap == 0:
+        raise ConfigError("--patients only chooses what the bootstrap resamples: give --bootstrap N too")
 
     predictions = read_predictions(args.predictions, args.id_column)
     data = align(predictions, read_label_csv(args.labels, args.id_column, predictions.classes))
@@ -121,6 +148,7 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         thresholds = None
+        temperature = None
         if args.val_predictions is not None:
             val_pred = read_predictions(args.val_predictions, args.id_column)
             val = align(val_pred, read_label_csv(args.val_labels, args.id_column, val_pred.classes))
@@ -130,6 +158,11 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
                 fallback=args.threshold, classes=classes,
             )
             notes.append(f"thresholds tuned on {args.val_predictions} ({args.threshold_method})")
+            if args.temperature:
+                from cxrlt.evaluation.calibration import fit_temperature
+
+                temperature = fit_temperature(val.labels, val.probs)
+                notes.append(f"temperature T = {temperature:.4g} fitted on {args.val_predictions}")
         result = compute_metrics(data.labels, data.probs, classes, thresholds=thresholds, threshold=args.threshold)
 
     if args.groups_from is not None:
@@ -144,7 +177,28 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--head / --tail: {exc}") from None
 
+    from cxrlt.evaluation.calibration import calibration_summary, write_reliability_plot
+
     report = result.to_dict(groups)
+    if args.bootstrap:
+        from cxrlt.evaluation.bootstrap import bootstrap_metrics, read_patients
+
+        patients = None
+        if args.patients is not None:
+            patients = read_patients(args.labels, data.ids, args.patients, args.id_column)
+        report["intervals"] = bootstrap_metrics(
+            data.labels, data.probs, classes, resamples=args.bootstrap, patients=patients, level=args.level,
+            seed=args.seed, progress=not args.no_progress,
+        ).to_dict(groups)
+    report["calibration"] = calibration_summary(data.labels, data.probs, classes, temperature=temperature)
+    if thresholds is not None:
+        from cxrlt.evaluation.calibration import operating_points
+
+        report["thresholds"] = {
+            "method": args.threshold_method, "tuned_on": str(args.val_predictions),
+            **({"target_sensitivity": args.target_sensitivity} if args.threshold_method == "sensitivity" else {}),
+            "per_class": operating_points(data.labels, data.probs, thresholds, classes),
+        }
     write_json(args.json, report)
     plots = []
     if args.plots is not None:
@@ -152,11 +206,15 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
 
         plots = write_plots(args.plots, data.labels, data.probs, result, groups,
                             counts if args.groups_from is not None else None)
+        plots.append(write_reliability_plot(args.plots / "reliability.png", data.labels, data.probs, groups,
+                                            temperature=temperature))
 
     for warning in caught:
         print(f"cxrlt evaluate: warning: {warning.message}", file=sys.stderr)
     print(f"{len(data.ids)} images, {len(classes)} classes; " + "; ".join(notes))
     print(result.format_table(groups, counts if args.groups_from is not None else None))
+    for line in summary_lines(report):
+        print(line)
     print(f"wrote {args.json}" + (f" and {', '.join(str(p) for p in plots)}" if plots else ""))
     return 0
 
@@ -175,3 +233,31 @@ def _reorder(source: tuple[str, ...], target: list[str], where: str) -> list[int
             f"validation lacks {missing or 'none'} and has {extra} class(es) the test table lacks"
         )
     return [index[canonical_key(c)] for c in target]
+
+
+def summary_lines(report: dict) -> list[str]:
+    """Interval and calibration lines printed under the metrics table."""
+    lines = []
+    intervals = report.get("intervals")
+    if intervals:
+        def span(pair):
+            return "n/a" if pair is None else f"[{pair[0]:.4f}, {pair[1]:.4f}]"
+
+        lines.append(f"{intervals['level']:.0%} bootstrap intervals ({intervals['resamples']} resamples of "
+                     f"{intervals['unit']}s): mean AUC {span(intervals['mean']['auc'])}, "
+                     f"mAP {span(intervals['mean']['ap'])}")
+        for name, group in intervals.get("groups", {}).items():
+            lines.append(f"  {name}: AUC {span(group['auc'])}, AP {span(group['ap'])}")
+    calibration = report["calibration"]
+
+    def value(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    line = (f"calibration: pooled ECE {value(calibration['pooled_ece'])}, "
+            f"mean per-class ECE {value(calibration['mean_ece'])}")
+    if calibration["temperature"] is not None:
+        scaled = calibration["scaled"]
+        line += (f"; at T = {calibration['temperature']:.4g}: pooled {value(scaled['pooled_ece'])}, "
+                 f"mean {value(scaled['mean_ece'])}")
+    lines.append(line)
+    return lines

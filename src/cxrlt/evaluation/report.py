@@ -54,16 +54,37 @@ def plot_training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
 
 def write_report(path: Path, title: str, config_summary: dict[str, Any], splits: dict[str, int],
                  table: str, summary: dict[str, Any], plots: Sequence[str], notes: Sequence[str] = ()) -> Path:
-    """A Markdown report: setup, per-class table, group means, plots."""
+    """A Markdown report: setup, per-class table, group means (with bootstrap intervals and
+    calibration when `summary` holds them), plots."""
     lines = [f"# {title}", "", "## Setup", ""]
     lines += [f"- **{key}**: {value}" for key, value in config_summary.items()]
     lines += ["- **images**: " + ", ".join(f"{name} {count}" for name, count in splits.items()), ""]
     lines += ["## Results", "", "```", table, "```", ""]
     mean = summary["mean"]
-    lines.append(f"Mean AUC {_fmt(mean['auc'])}, mAP {_fmt(mean['ap'])}, mean F1 {_fmt(mean['f1'])} "
+    intervals = summary.get("intervals") or {}
+
+    def with_interval(value: float | None, section: dict[str, Any] | None, metric: str) -> str:
+        return _fmt(value) + (f" {_span(section[metric])}" if section else "")
+
+    lines.append(f"Mean AUC {with_interval(mean['auc'], intervals.get('mean'), 'auc')}, "
+                 f"mAP {with_interval(mean['ap'], intervals.get('mean'), 'ap')}, mean F1 {_fmt(mean['f1'])} "
                  f"over {mean['evaluated']} of {mean['classes']} classes.")
     for name, group in summary.get("groups", {}).items():
-        lines.append(f"- {name}: AUC {_fmt(group['auc'])}, AP {_fmt(group['ap'])} ({group['evaluated']} classes)")
+        section = intervals.get("groups", {}).get(name)
+        lines.append(f"- {name}: AUC {with_interval(group['auc'], section, 'auc')}, "
+                     f"AP {with_interval(group['ap'], section, 'ap')} ({group['evaluated']} classes)")
+    if intervals:
+        lines += ["", f"In brackets: {intervals['level']:.0%} percentile bootstrap intervals "
+                      f"({intervals['resamples']} resamples of {intervals['unit']}s)."]
+    calibration = summary.get("calibration")
+    if calibration:
+        line = (f"Calibration ({calibration['bins']} equal-width bins): pooled ECE {_fmt(calibration['pooled_ece'])}, "
+                f"mean per-class ECE {_fmt(calibration['mean_ece'])}")
+        if calibration.get("temperature") is not None:
+            scaled = calibration["scaled"]
+            line += (f"; after temperature scaling (T = {calibration['temperature']:.3g}, fitted on validation) "
+                     f"{_fmt(scaled['pooled_ece'])} / {_fmt(scaled['mean_ece'])}")
+        lines += ["", line + "."]
     lines += [""] + [f"- {note}" for note in notes] + [""] if notes else [""]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
@@ -72,3 +93,7 @@ def write_report(path: Path, title: str, config_summary: dict[str, Any], splits:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _span(interval: Sequence[float] | None) -> str:
+    return "[n/a]" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"

@@ -17,6 +17,13 @@ import numpy as np
 
 from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
+from cxrlt.evaluation.bootstrap import bootstrap_metrics
+from cxrlt.evaluation.calibration import (
+    calibration_summary,
+    fit_temperature,
+    operating_points,
+    write_reliability_plot,
+)
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
 from cxrlt.evaluation.html import write_html_report
 from cxrlt.evaluation.plots import write_plots
@@ -77,9 +84,12 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
         thresholds = tune_thresholds(val.labels, val_probs, method=config.evaluation.threshold,
                                      target_sensitivity=config.evaluation.target_sensitivity)
     extra["thresholds"] = [float(t) for t in thresholds]
+    if config.evaluation.temperature:
+        extra["temperature"] = fit_temperature(val.labels, val_probs)
     export_model(model, run_dir, config.model, list(data.classes), last.image_size, extra=extra)
-    results = {"val": score_split(config, data, run_dir, "val", val_probs, extra)}
     split = evaluation_split(config)
+    results = {"val": score_split(config, data, run_dir, "val", val_probs, extra, intervals=split == "val",
+                                  progress=progress)}
     if split != "val":
         if len(data.part(split)):
             results[split] = evaluate_split(model, extra, config, data, run_dir, split, last.image_size, progress)
@@ -116,12 +126,25 @@ def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, dat
     """Predict one split with `model`, then score and save it."""
     probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
                                   progress=progress, description=f"predict {split}")
-    return score_split(config, data, run_dir, split, probs, meta)
+    return score_split(config, data, run_dir, split, probs, meta, progress=progress)
+
+
+def patient_ids(table: Any) -> np.ndarray | None:
+    """Patient id of each row, or None when the table has none (the bootstrap then resamples images)."""
+    column = table.meta["patient_id"]
+    return None if column.isna().all() else column.to_numpy(dtype=object)
 
 
 def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, probs: np.ndarray,
-                meta: dict[str, Any]) -> SplitResult:
-    """Write predictions and metrics of `split` into the run folder."""
+                meta: dict[str, Any], intervals: bool = True, progress: bool = False) -> SplitResult:
+    """Write predictions and metrics of `split` into the run folder.
+
+    Metrics include `calibration` (ECE; with a temperature in `meta`, fitted
+    on validation when `evaluation.temperature`, also the ECE after it),
+    `thresholds` (sensitivity / specificity at the tuned thresholds) and,
+    when `intervals` and `evaluation.bootstrap` > 0, bootstrap `intervals`
+    seeded by `train.seed`, over patients when the table has patient ids.
+    """
     part = data.part(split)
     predictions_name, metrics_name = split_files(config, split)
     write_predictions(run_dir / predictions_name, part.image_ids, list(data.classes), probs)
@@ -132,6 +155,20 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
     metrics = {"split": split, "n_images": len(part), **result.to_dict(groups)}
     if "tau_normalisation" in meta:
         metrics["tau"] = meta["tau_normalisation"]["tau"]
+    if intervals and config.evaluation.bootstrap > 0:
+        metrics["intervals"] = bootstrap_metrics(
+            part.labels, probs, data.classes, resamples=config.evaluation.bootstrap, patients=patient_ids(part),
+            seed=config.train.seed, progress=progress,
+        ).to_dict(groups)
+    metrics["calibration"] = calibration_summary(part.labels, probs, data.classes,
+                                                 temperature=meta.get("temperature"))
+    if meta.get("thresholds") is not None:
+        metrics["thresholds"] = {
+            "method": config.evaluation.threshold, "tuned_on": "val",
+            **({"target_sensitivity": config.evaluation.target_sensitivity}
+               if config.evaluation.threshold == "sensitivity" else {}),
+            "per_class": operating_points(part.labels, probs, meta["thresholds"], data.classes),
+        }
     write_json(run_dir / metrics_name, metrics)
     return SplitResult(split, probs, result, metrics, result.format_table(groups, meta["train_positives"]),
                        [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
@@ -143,6 +180,8 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
     groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
     plots = write_plots(plots_dir, data.part(scored.split).labels, scored.probs, scored.result, groups,
                         data.train_stats.positives)
+    plots.append(write_reliability_plot(plots_dir / "reliability.png", data.part(scored.split).labels,
+                                        scored.probs, groups, temperature=scored.metrics["calibration"]["temperature"]))
     curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png")
     label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]

@@ -1,0 +1,246 @@
+"""`cxrlt compare`: paired bootstrap comparison of two prediction tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cxrlt.errors import ConfigError
+
+HELP = "compare two prediction tables on the same images: AUC / AP differences with paired bootstrap intervals"
+DESCRIPTION = """
+Scores two prediction tables A and B (an id column and one probability column
+per class, e.g. the predictions.csv of two runs) against one label file, and
+reports per class and for the macro means (overall and head / medium / tail)
+the AUC and AP of each, the difference A - B, its percentile bootstrap
+interval and the share of resamples in which A scores higher than B.
+
+The bootstrap is paired: each resample draws the images (or, with --patients,
+whole patients) once and scores both tables on that draw, so the interval of
+the difference accounts for A and B being tested on the same images. An
+interval that excludes 0 says the difference is unlikely to be resampling
+noise at that level; it says nothing about other datasets.
+
+A and B must hold the same image ids and the same classes (in any order);
+missing labels (blank) are left out per class, as in `cxrlt evaluate`.
+Head / medium / tail groups come from --groups-from (training labels) or,
+without it, from the evaluated labels' positive counts.
+
+With --out DIR: comparison.json, comparison.csv (one row per class, mean and
+group) and comparison.png (per-class differences with their intervals).
+"""
+EXAMPLE = """
+cxrlt compare runs/focal/predictions.csv runs/bce/predictions.csv --labels data/test_labels.csv \\
+    --patients patient_id --resamples 1000 --out runs/focal_vs_bce
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `cxrlt compare`."""
+    parser.add_argument("a", type=Path, metavar="A.csv", help="prediction table A")
+    parser.add_argument("b", type=Path, metavar="B.csv", help="prediction table B (differences are A - B)")
+    parser.add_argument("--labels", type=Path, metavar="L.csv", required=True,
+                        help="labels of the same images (id + 0/1/blank per class)")
+    parser.add_argument("--patients", metavar="COL", help="patient id column of the label file: resample patients")
+    parser.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default: 1000)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    parser.add_argument("--id-column", metavar="C", help="id column of the CSV files (default: found by name)")
+    parser.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
+                        help="training label file whose positive counts define head / medium / tail")
+    parser.add_argument("--out", metavar="DIR", type=Path,
+                        help="write comparison.json, comparison.csv and comparison.png here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare A and B and print (and optionally write) the differences."""
+    import numpy as np
+
+    from cxrlt.evaluation.bootstrap import paired_bootstrap, read_patients
+    from cxrlt.evaluation.groups import class_groups
+    from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
+
+    if args.resamples < 1:
+        raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {args.resamples}")
+    if not 0 < args.level < 1:
+        raise ConfigError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
+    a = read_predictions(args.a, args.id_column)
+    b = read_predictions(args.b, args.id_column)
+    rows, columns = match_tables(a, b)
+    data = align(a, read_label_csv(args.labels, args.id_column, a.classes))
+    classes = list(data.classes)
+    probs_b = b.values[rows][:, columns]
+    patients = read_patients(args.labels, data.ids, args.patients, args.id_column) if args.patients else None
+    if args.groups_from is not None:
+        counts = np.sum(read_label_csv(args.groups_from, args.id_column, classes).values == 1, axis=0)
+        source = f"groups from the training positives in {args.groups_from}"
+    else:
+        counts = np.sum(data.labels == 1, axis=0)
+        source = "groups from the evaluated labels' positive counts (give --groups-from TRAIN.csv for training counts)"
+    groups = class_groups(counts)
+    result = paired_bootstrap(data.labels, data.probs, probs_b, classes, resamples=args.resamples,
+                              patients=patients, level=args.level, seed=args.seed,
+                              progress=not args.no_progress)
+    report = {"a": str(args.a), "b": str(args.b), "labels": str(args.labels), "n_images": len(data.ids),
+              **result.to_dict(groups)}
+    positives = np.sum(data.labels == 1, axis=0)
+    print(f"A = {args.a}\nB = {args.b}\n{len(data.ids)} images, {len(classes)} classes; {source}")
+    print(format_comparison(report, groups, positives))
+    if args.out is not None:
+        written = write_comparison(args.out, report, groups, positives)
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def match_tables(a: Any, b: Any) -> tuple[Any, list[int]]:
+    """Rows and columns of B in A's order; InputError when ids or classes differ."""
+    import numpy as np
+    import pandas as pd
+
+    from cxrlt.errors import InputError
+    from cxrlt.evaluation.predictions import _examples, _list
+    from cxrlt.labels import canonical_key
+
+    b_columns = {canonical_key(c): j for j, c in enumerate(b.classes)}
+    only_a = [c for c in a.classes if canonical_key(c) not in b_columns]
+    a_keys = {canonical_key(c) for c in a.classes}
+    only_b = [c for c in b.classes if canonical_key(c) not in a_keys]
+    if only_a or only_b:
+        parts = [f"only {a.name} has {_list(only_a)}" if only_a else "",
+                 f"only {b.name} has {_list(only_b)}" if only_b else ""]
+        raise InputError(f"the two prediction tables must score the same classes: {'; '.join(p for p in parts if p)}")
+    rows = pd.Index(b.ids).get_indexer(pd.Index(a.ids))
+    if (rows < 0).any() or len(a) != len(b):
+        missing_in_b = [str(i) for i, r in zip(a.ids, rows) if r < 0]
+        missing_in_a = [str(i) for i in pd.Index(b.ids).difference(pd.Index(a.ids), sort=False)]
+        parts = []
+        if missing_in_b:
+            parts.append(f"{len(missing_in_b)} of the {len(a)} ids of {a.name} are not in {b.name} "
+                         f"(e.g. {_examples(missing_in_b)})")
+        if missing_in_a:
+            parts.append(f"{len(missing_in_a)} of the {len(b)} ids of {b.name} are not in {a.name} "
+                         f"(e.g. {_examples(missing_in_a)})")
+        raise InputError("a paired comparison needs predictions for the same images: " + "; ".join(parts))
+    return np.asarray(rows), [b_columns[canonical_key(c)] for c in a.classes]
+
+
+def _span(entry: dict[str, Any]) -> str:
+    if entry["difference"] is None:
+        return "n/a"
+    lo, hi = entry["interval"] if entry["interval"] is not None else (float("nan"),) * 2
+    return f"{entry['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def _value(v: float | None, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _share(v: float | None) -> str:
+    # never print a rounded 100% or 0% for a share that is not exactly that
+    if v is None:
+        return "n/a"
+    if 0.999 < v < 1:
+        return ">99.9%"
+    if 0 < v < 0.001:
+        return "<0.1%"
+    return f"{v:.1%}"
+
+
+def format_comparison(report: dict[str, Any], groups: list[str], positives: Any) -> str:
+    """A plain-text table of per-class and mean values of A and B with the differences."""
+    level = f"{report['level']:.0%}"
+    header = ["class", "group", "pos", "AUC A", "AUC B", f"AUC A-B [{level}]", "A>B", "AP A", "AP B",
+              f"AP A-B [{level}]", "A>B"]
+
+    def cells(name: str, group: str, count: str, entry: dict[str, Any]) -> list[str]:
+        row = [name, group, count]
+        for metric in ("auc", "ap"):
+            e = entry[metric]
+            row += [_value(e["a"]), _value(e["b"]), _span(e), _share(e["share_a_better"])]
+        return row
+
+    rows = [cells(name, groups[j], str(int(positives[j])), entry)
+            for j, (name, entry) in enumerate(report["per_class"].items())]
+    summary = [cells(f"mean ({report['mean']['classes']})", "", "", report["mean"])]
+    summary += [cells(f"{name} ({entry['classes']})", "", "", entry)
+                for name, entry in report.get("groups", {}).items()]
+    widths = [max(len(r[i]) for r in [header, *rows, *summary]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule, *map(line, rows), rule, *map(line, summary)]
+    out.append(f"A>B: share of the {report['resamples']} paired resamples (of {report['unit']}s) in which A scores "
+               f"higher; intervals are percentile intervals of A - B")
+    return "\n".join(out)
+
+
+def write_comparison(directory: Path, report: dict[str, Any], groups: list[str], positives: Any) -> list[Path]:
+    """comparison.json, comparison.csv and comparison.png in `directory` (atomic)."""
+    import pandas as pd
+
+    from cxrlt.io import save_figure, write_dataframe_csv, write_json
+
+    records = []
+    entries = [(name, "class", groups[j], int(positives[j]), entry)
+               for j, (name, entry) in enumerate(report["per_class"].items())]
+    entries.append(("mean", "mean", "", None, report["mean"]))
+    entries += [(name, "group", name, None, entry) for name, entry in report.get("groups", {}).items()]
+    for name, kind, group, count, entry in entries:
+        record: dict[str, Any] = {"name": name, "kind": kind, "group": group, "positives": count}
+        for metric in ("auc", "ap"):
+            e = entry[metric]
+            interval = e["interval"] or [None, None]
+            record.update({f"{metric}_a": e["a"], f"{metric}_b": e["b"], f"{metric}_difference": e["difference"],
+                           f"{metric}_low": interval[0], f"{metric}_high": interval[1],
+                           f"{metric}_share_a_better": e["share_a_better"]})
+        records.append(record)
+    directory = Path(directory)
+    return [
+        write_json(directory / "comparison.json", report),
+        write_dataframe_csv(directory / "comparison.csv", pd.DataFrame.from_records(records)),
+        save_figure(directory / "comparison.png", comparison_figure(report, groups, positives)),
+    ]
+
+
+def comparison_figure(report: dict[str, Any], groups: list[str], positives: Any) -> Any:
+    """Forest plot: per-class and mean differences A - B with intervals, AUC and AP side by side."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from cxrlt.evaluation.plots import GROUP_COLOURS
+
+    names = list(report["per_class"])
+    order = np.argsort(-np.asarray(positives, dtype=float), kind="stable")
+    labels = [f"{names[j]} ({int(positives[j])})" for j in order]
+    entries = [report["per_class"][names[j]] for j in order]
+    colours = [GROUP_COLOURS.get(groups[j], "#333333") for j in order]
+    labels += ["mean"] + [f"{g} mean" for g in report.get("groups", {})]
+    entries += [report["mean"], *report.get("groups", {}).values()]
+    colours += ["#000000"] + [GROUP_COLOURS.get(g, "#333333") for g in report.get("groups", {})]
+    n = len(labels)
+    fig = Figure(figsize=(9, 1.4 + 0.26 * n), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(n, dtype=float)
+    y[len(names):] += 0.8  # a gap before the means
+    for ax, metric, title in ((axes[0], "auc", "AUC difference A - B"), (axes[1], "ap", "AP difference A - B")):
+        ax.axvline(0, color="#999999", lw=0.9)
+        for yi, entry, colour in zip(y, entries, colours):
+            e = entry[metric]
+            if e["difference"] is None:
+                ax.text(0, yi, "n/a", ha="center", va="center", fontsize=7, color="#777777")
+                continue
+            if e["interval"] is not None:
+                ax.plot(e["interval"], [yi, yi], color=colour, lw=1.6)
+            ax.plot([e["difference"]], [yi], marker="D" if yi > len(names) else "o", ms=4.5, color=colour)
+        ax.set_xlabel(f"{title} ({report['level']:.0%} paired bootstrap interval)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, labels)
+    axes[0].set_ylim(y[-1] + 0.7, -0.7)
+    fig.suptitle(f"A = {Path(report['a']).name} vs B = {Path(report['b']).name} "
+                 f"({report['resamples']} resamples of {report['unit']}s)", fontsize=10)
+    return fig

@@ -1,0 +1,167 @@
+"""Bootstrap intervals: weighted metrics against sklearn, coverage, cluster and paired logic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from cxrlt.evaluation import bootstrap as bs
+from cxrlt.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap
+from cxrlt.evaluation.metrics import average_precision, roc_auc
+
+
+def _data(n=400, seed=0, ties=True):
+    rng = np.random.default_rng(seed)
+    prevalence = np.array([0.4, 0.1, 0.03, 0.2])
+    y = (rng.random((n, 4)) < prevalence).astype(float)
+    scores = 1 / (1 + np.exp(-rng.normal(-1 + 1.5 * y, 1.0)))
+    if ties:
+        scores = np.round(scores, 1)  # ~10 distinct scores: ties between positives and negatives
+    y[rng.random((n, 4)) < 0.1] = np.nan
+    return y, scores
+
+
+@pytest.mark.parametrize("ties", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_metrics_equal_sklearn_sample_weight(ties, dtype):
+    y, p = _data(ties=ties)
+    layout = bs._layout(y, p, dtype)
+    rng = np.random.default_rng(3)
+    weights = bs._weights(rng, 6, None, len(y), dtype)
+    auc, ap = bs._metrics_from_counts(layout, layout.counts(weights))
+    for r in range(weights.shape[1]):
+        for k in range(y.shape[1]):
+            known = ~np.isnan(y[:, k])
+            w = weights[known, r]
+            assert auc[k, r] == pytest.approx(roc_auc_score(y[known, k], p[known, k], sample_weight=w), abs=1e-10)
+            assert ap[k, r] == pytest.approx(
+                average_precision_score(y[known, k], p[known, k], sample_weight=w), abs=1e-10)
+
+
+def test_point_values_match_metrics_and_are_reproducible():
+    y, p = _data()
+    a = bootstrap_metrics(y, p, resamples=50, seed=7)
+    np.testing.assert_array_equal(a.auc, roc_auc(y, p))
+    np.testing.assert_allclose(a.ap, average_precision(y, p), rtol=0, atol=1e-14)
+    b = bootstrap_metrics(y, p, resamples=50, seed=7)
+    np.testing.assert_array_equal(a.auc_samples, b.auc_samples)
+    assert not np.array_equal(a.auc_samples, bootstrap_metrics(y, p, resamples=50, seed=8).auc_samples)
+
+
+def test_chunking_does_not_change_replicates(monkeypatch):
+    y, p = _data()
+    whole = bootstrap_metrics(y, p, resamples=40, seed=1)
+    monkeypatch.setattr(bs, "_CHUNK", 3)
+    chunked = bootstrap_metrics(y, p, resamples=40, seed=1)
+    np.testing.assert_array_equal(whole.ap_samples, chunked.ap_samples)
+
+
+def test_intervals_are_percentiles_of_the_replicates():
+    y, p = _data()
+    result = bootstrap_metrics(y, p, resamples=200, seed=0, classes=list("abcd"))
+    report = result.to_dict(groups=["head", "medium", "tail", "head"])
+    assert report["unit"] == "image" and report["resamples"] == 200 and report["level"] == 0.95
+    assert report["per_class"]["b"]["ap"] == pytest.approx(np.percentile(result.ap_samples[:, 1], [2.5, 97.5]))
+    # the mean of a resample averages the classes defined in it
+    means = np.nanmean(result.auc_samples, axis=1)
+    assert report["mean"]["auc"] == pytest.approx(np.percentile(means, [2.5, 97.5]))
+    head = np.nanmean(result.ap_samples[:, [0, 3]], axis=1)
+    assert report["groups"]["head"]["ap"] == pytest.approx(np.percentile(head, [2.5, 97.5]))
+    assert list(report["groups"]) == ["head", "medium", "tail"]
+    lo, hi = report["per_class"]["a"]["auc"]
+    assert lo < result.auc[0] < hi
+
+
+def test_undefined_classes_and_resamples():
+    rng = np.random.default_rng(0)
+    n = 300
+    y = np.zeros((n, 3))
+    y[:150, 0] = 1
+    y[7, 1] = 1  # a single positive: missing from ~(1 - 1/n)^n = 37% of resamples
+    p = rng.random((n, 3))
+    result = bootstrap_metrics(y, p, resamples=400, seed=0, classes=["a", "b", "c"])
+    report = result.to_dict()
+    assert report["per_class"]["c"] == {"auc": None, "ap": None}  # no positive at all
+    missing = report["undefined_resamples"]["b"]["auc"]
+    assert abs(missing / 400 - (1 - 1 / n) ** n) < 0.08
+    assert "a" not in report["undefined_resamples"]
+
+
+def _coverage(repetitions: int = 200) -> float:
+    """Share of 95% intervals covering the true AUC of binormal scores, Phi(d / sqrt 2)."""
+    d = 1.0
+    truth = 0.5 * (1 + math.erf(d / math.sqrt(2) / math.sqrt(2)))
+    rng = np.random.default_rng(12345)
+    hits = 0
+    for rep in range(repetitions):
+        n = 240
+        y = (rng.random(n) < 0.3).astype(float)
+        scores = rng.normal(d * y, 1.0)
+        result = bootstrap_metrics(y[:, None], scores[:, None], resamples=300, seed=rep)
+        lo, hi = result.to_dict()["per_class"]["class_0"]["auc"]
+        hits += lo <= truth <= hi
+    return hits / repetitions
+
+
+def test_interval_coverage_on_binormal_scores():
+    # 200 repetitions: a binomial standard error of 1.5 points around 95%
+    coverage = _coverage()
+    assert 0.89 <= coverage <= 0.99, coverage
+
+
+def test_cluster_bootstrap_of_duplicated_images_equals_image_bootstrap():
+    # every image twice under one patient id: resampling patients gives each
+    # copy the weight its original gets in the image bootstrap (doubled,
+    # which leaves AUC and AP unchanged), so the replicates are identical
+    y, p = _data(n=200)
+    single = bootstrap_metrics(y, p, resamples=100, seed=4)
+    patients = np.tile(np.arange(200).astype(str), 2)
+    doubled = bootstrap_metrics(np.vstack([y, y]), np.vstack([p, p]), resamples=100, seed=4, patients=patients)
+    assert doubled.unit == "patient"
+    np.testing.assert_allclose(doubled.auc_samples, single.auc_samples, atol=1e-12)
+    np.testing.assert_allclose(doubled.ap_samples, single.ap_samples, atol=1e-12)
+    # ignoring the patients treats the copies as independent: intervals too narrow
+    naive = bootstrap_metrics(np.vstack([y, y]), np.vstack([p, p]), resamples=100, seed=4)
+    width = lambda r: np.subtract(*r.to_dict()["mean"]["auc"][::-1])  # noqa: E731
+    assert width(naive) < 0.85 * width(doubled)
+
+
+def test_blank_patient_ids_are_their_own_patients():
+    index, count = bs._cluster_index(["p1", None, "p1", "", np.nan, "p2"], 6)
+    assert count == 5
+    assert index[0] == index[2] and len({index[1], index[3], index[4], index[0], index[5]}) == 5
+
+
+def test_paired_comparison():
+    y, p = _data()
+    same = paired_bootstrap(y, p, p.copy(), resamples=100, seed=2, classes=list("abcd"))
+    report = same.to_dict(groups=["head", "head", "tail", "medium"])
+    for entry in [*report["per_class"].values(), report["mean"], *report["groups"].values()]:
+        assert entry["auc"]["difference"] == 0.0 and entry["auc"]["interval"] == [0.0, 0.0]
+        assert entry["ap"]["share_a_better"] == 0.0
+
+    rng = np.random.default_rng(5)
+    q = np.clip(p + rng.normal(0, 0.2, p.shape), 0, 1)
+    paired = paired_bootstrap(y, p, q, resamples=100, seed=2)
+    # the same seed gives the same resamples to a single-table bootstrap
+    a = bootstrap_metrics(y, p, resamples=100, seed=2)
+    b = bootstrap_metrics(y, q, resamples=100, seed=2)
+    diff = a.auc_samples[:, 1] - b.auc_samples[:, 1]
+    entry = paired.to_dict()["per_class"]["class_1"]["auc"]
+    assert entry["difference"] == pytest.approx(a.auc[1] - b.auc[1])
+    assert entry["interval"] == pytest.approx(np.percentile(diff, [2.5, 97.5]))
+    assert entry["share_a_better"] == pytest.approx(np.mean(diff > 0))
+    assert paired.to_dict()["mean"]["ap"]["difference"] == pytest.approx(np.mean(a.ap) - np.mean(b.ap))
+
+
+def test_bad_arguments():
+    y, p = _data(n=20)
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_metrics(y, p, resamples=0)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_metrics(y, p, level=95)
+    with pytest.raises(ValueError, match="patient ids"):
+        bootstrap_metrics(y, p, patients=["a"] * 3)
