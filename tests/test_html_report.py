@@ -199,7 +199,7 @@ def test_class_table_is_sorted_by_training_positives_with_intervals_and_calibrat
     assert _row(page, "tail")[1:4] == ["0 of 1", "n/a", "n/a"]
     text = " ".join(" ".join(page.text).split())
     assert "under AUC and AP: their 95% bootstrap intervals (1000 resamples by patient)." in text
-    assert "mean ECE over classes 0.025 · pooled ECE (all classes' predictions together) 0.019 · temperature 1.37" in text
+    assert "mean ECE over classes 0.025 · pooled ECE (all classes' predictions together) 0.019 · temperature 1.37 fitted on validation" in text
     # rows are tinted by group and bars are proportional to training positives (largest 120 px)
     bars = re.findall(r'class="bar" style="width:([0-9.]+)px', render_html_report(tmp_path / "run"))
     assert [float(w) for w in bars] == [120.0, 16.0, 1.2]
@@ -216,7 +216,7 @@ def test_summary_cards_show_setup_and_headline_numbers(tmp_path):
         in text
     assert "mAP 0.480 95% CI 0.390–0.570" in text
     assert "Mean F1 0.525 at thresholds tuned on validation" in text
-    assert "Mean ECE 0.025 pooled ECE 0.019 · temperature 1.37" in text
+    assert "Mean ECE 0.025 pooled ECE 0.019 (as predicted) · temperature 1.37" in text
     assert "AUC and AP are undefined (no positive or no negative in the test split) and left out of the means " \
            "for: Hernia." in text
 

@@ -302,9 +302,11 @@ def _cards(run: _Run) -> str:
     calibration = _calibration_data(run)
     if calibration:
         temperature = calibration.get("temperature")
-        detail = f"pooled ECE {_num(calibration.get('pooled_ece'))}"
+        detail = f"pooled ECE {_num(calibration.get('pooled_ece'))} (as predicted)"
         if temperature is not None:
-            detail += f" · temperature {_num(temperature, 2) if isinstance(temperature, (int, float)) else temperature}"
+            scaled = (calibration.get("scaled") or {}).get("pooled_ece")
+            detail += (f" · temperature {_num(temperature, 2) if isinstance(temperature, (int, float)) else temperature}"
+                       + (f": pooled ECE {_num(scaled)} after scaling" if scaled is not None else ""))
         out.append(f"<div class=\"card headline\"><div class=\"card-title\">Mean ECE</div>"
                    f"<div class=\"card-value\">{_num(calibration.get('mean_ece'))}</div>"
                    f"<div class=\"card-detail\">{_e(detail)}</div></div>")
@@ -524,7 +526,10 @@ def _calibration(run: _Run) -> str:
         temperature = calibration.get("temperature")
         facts = [f"mean ECE over classes {_num(calibration.get('mean_ece'))}",
                  f"pooled ECE (all classes' predictions together) {_num(calibration.get('pooled_ece'))}"]
-        facts.append(f"temperature {temperature}" if temperature is not None else "no temperature scaling")
+        scaled = (calibration.get("scaled") or {}).get("pooled_ece")
+        facts.append(f"temperature {temperature} fitted on validation"
+                     + (f" (pooled ECE {_num(scaled)} after scaling)" if scaled is not None else "")
+                     if temperature is not None else "no temperature scaling (evaluation.temperature)")
         parts.append("<p>" + " · ".join(_e(f) for f in facts) + ". Per-class ECE is in the table above.</p>")
     if figure is not None:
         parts.append(_img(_Figure("Reliability diagram", figure)))
