@@ -11,9 +11,19 @@ centre-cropped and resized exactly as in training, and scored. The full
 per-class probabilities go to --out (CSV: image_id + one column per class);
 the terminal shows, per image, the findings whose probability reaches the
 class threshold tuned on validation (--threshold overrides it).
+
+Test-time augmentation (--tta) scores several views of each image and merges
+them per class: hflip (image + mirror), multicrop (centre + 4 corner crops of
+87.5% of the side), multiscale (zoom 0.9 / 1.0 / 1.1); several families
+combine as a product (hflip,multicrop = ten-crop). --tta-merge arithmetic
+averages probabilities; geometric takes the sigmoid of the mean logit (the
+renormalised geometric mean). By default the TTA the run was evaluated with
+(config augment.tta, whose probabilities the thresholds were tuned on) is
+used; --tta none switches it off.
 """
 EXAMPLE = """
 cxrlt predict runs/demo scans/ patient7.dcm --out predictions.csv
+cxrlt predict runs/demo scans/ --tta hflip,multicrop --tta-merge geometric --out predictions_tta.csv
 """
 
 
@@ -25,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="one decision threshold for all classes "
                         "(default: the per-class thresholds tuned on validation)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable files instead of stopping")
+    parser.add_argument("--tta", metavar="VIEWS", help="test-time augmentation: comma-separated hflip, multicrop, "
+                        "multiscale, or none (default: as the run was evaluated)")
+    parser.add_argument("--tta-merge", choices=("arithmetic", "geometric"),
+                        help="how views are merged (default: as the run was evaluated, else arithmetic)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--show", type=int, default=20, metavar="N", help="images listed on screen (default: 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,12 +52,18 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.data.images import format_bad_images, scan_images
     from cxrlt.data.store import DecodingStore
+    from cxrlt.ensemble.tta import parse_tta
     from cxrlt.errors import InputError
     from cxrlt.evaluation.predictions import write_predictions
     from cxrlt.training.export import load_model
     from cxrlt.training.predict import find_images, predict_probabilities
 
     model, meta = load_model(args.model)
+    if args.tta is None:
+        tta = tuple(meta.get("tta", ()))
+    else:
+        tta = () if args.tta.strip().lower() == "none" else parse_tta(args.tta)
+    tta_merge = args.tta_merge or meta.get("tta_merge", "arithmetic")
     images = find_images(args.paths)
     bad = scan_images([path for _, path in images], progress=not args.no_progress)
     if bad:
@@ -58,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     stored = meta.get("stored_size", meta["image_size"])
     store = DecodingStore([path for _, path in images], stored)
     probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, tta=tta, tta_merge=tta_merge)
     classes = meta["classes"]
     ids = [image_id for image_id, _ in images]
     write_predictions(args.out, ids, classes, probs)
@@ -69,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{image_id}: {', '.join(found) if found else 'no finding above threshold'}")
     if len(ids) > args.show:
         print(f"... {len(ids) - args.show} more")
-    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}")
+    views = f" (TTA {'+'.join(tta)}, {tta_merge} merge)" if tta else ""
+    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}{views}")
     return 0
