@@ -13,4 +13,6 @@ COMMANDS: dict[str, str] = {
     "train": "cxrlt.commands.train",
     "evaluate": "cxrlt.commands.evaluate",
     "predict": "cxrlt.commands.predict",
+    "kfold": "cxrlt.commands.kfold",
+    "ensemble": "cxrlt.commands.ensemble",
 }
