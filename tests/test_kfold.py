@@ -11,6 +11,7 @@ import pytest
 
 import cxrlt.training.evaluate as evaluate_module
 import cxrlt.training.run as run_module
+from cxrlt.cli import main
 from cxrlt.config import parse_config
 from cxrlt.data.sources import load_table
 from cxrlt.data.splits import patient_groups
@@ -97,3 +98,15 @@ def test_two_folds_stop_resume_and_merge(tmp_path, data_dir, monkeypatch):
     assert result.test["mean"]["ap"] == metrics["mean"]["ap"] and "out-of-fold" in result.table
     # the folds were evaluated with flip TTA as configured
     assert json.loads((out / "folds/0/metrics.json").read_text())["tta"] == {"views": ["hflip"], "merge": "arithmetic"}
+
+    # The k-fold folder continues (nothing left to train) and serves as an ensemble member.
+    assert main(["kfold", "--resume", str(out), "--no-progress"]) == 0
+    ensemble = tmp_path / "ensemble.csv"
+    assert main(["ensemble", str(out), str(out / "folds/0"), str(out / "folds/1"), "--out", str(ensemble)]) == 0
+    assert np.allclose(read_predictions(ensemble).values, (merged.values + tests[0].values + tests[1].values) / 3,
+                       atol=1e-6)
+    # class-wise selection reads validation tables: out-of-fold for a k-fold folder, the val split for a run
+    assert main(["ensemble", str(out), str(out), "--method", "classwise", "--out", str(ensemble)]) == 0
+    assert np.allclose(read_predictions(ensemble).values, merged.values, atol=1e-7)
+    assert main(["ensemble", str(out / "folds/0"), str(out / "folds/1"), "--method", "classwise",
+                 "--out", str(ensemble)]) == 2  # their validation folds are different images
