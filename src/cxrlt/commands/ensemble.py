@@ -153,5 +153,6 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UndefinedMetricWarning)
                 summary = compute_metrics(aligned.labels, aligned.probs, aligned.classes).summary()
-            print(f"{name:<{width}}  {summary['mean']['auc']:.4f}  {summary['mean']['ap']:.4f}")
+            means = [summary["mean"][key] for key in ("auc", "ap")]
+            print(f"{name:<{width}}  " + "  ".join("n/a" if v is None else f"{v:.4f}" for v in means))
     return 0
