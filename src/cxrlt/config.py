@@ -159,7 +159,9 @@ class DataConfig(Strict):
         None, description="label space name (nih14, cxrlt2023...) or class list; default: the first source's"
     )
     unannotated: Literal["missing", "zero"] = "missing"
-    source_weights: list[float] | None = None
+    source_weights: list[float] | None = Field(
+        None, description="share of training draws per source (w_s / sum w), e.g. [1, 1] for half each"
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
 
@@ -169,6 +171,8 @@ class DataConfig(Strict):
             raise ValueError(
                 f"source_weights has {len(self.source_weights)} values for {len(self.sources)} sources"
             )
+        if self.source_weights is not None and (min(self.source_weights) < 0 or sum(self.source_weights) <= 0):
+            raise ValueError(f"source_weights must be >= 0 with a positive sum, got {self.source_weights}")
         return self
 
 

@@ -14,9 +14,19 @@ class threshold tuned on validation (--threshold overrides it).
 --classes scores only the named classes, in that order; with a query-decoder
 head (label-text embeddings) a name the model was never trained on is scored
 zero-shot.
+
+Test-time augmentation (--tta) scores several views of each image and merges
+them per class: hflip (image + mirror), multicrop (centre + 4 corner crops of
+87.5% of the side), multiscale (zoom 0.9 / 1.0 / 1.1); several families
+combine as a product (hflip,multicrop = ten-crop). --tta-merge arithmetic
+averages probabilities; geometric takes the sigmoid of the mean logit (the
+renormalised geometric mean). By default the TTA the run was evaluated with
+(config augment.tta, whose probabilities the thresholds were tuned on) is
+used; --tta none switches it off.
 """
 EXAMPLE = """
 cxrlt predict runs/demo scans/ patient7.dcm --out predictions.csv
+cxrlt predict runs/demo scans/ --tta hflip,multicrop --tta-merge geometric --out predictions_tta.csv
 cxrlt predict runs/query-decoder scans/ --classes "Pleural Effusion" Pneumomediastinum --out pm.csv
 """
 
@@ -31,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", nargs="+", metavar="NAME",
                         help="score only these classes, in this order (untrained names: zero-shot, query head only)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out unreadable files instead of stopping")
+    parser.add_argument("--tta", metavar="VIEWS", help="test-time augmentation: comma-separated hflip, multicrop, "
+                        "multiscale, or none (default: as the run was evaluated)")
+    parser.add_argument("--tta-merge", choices=("arithmetic", "geometric"),
+                        help="how views are merged (default: as the run was evaluated, else arithmetic)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--show", type=int, default=20, metavar="N", help="images listed on screen (default: 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -44,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.data.images import format_bad_images, scan_images
     from cxrlt.data.store import DecodingStore
+    from cxrlt.ensemble.tta import parse_tta
     from cxrlt.errors import InputError
     from cxrlt.evaluation.predictions import write_predictions
     from cxrlt.training.export import load_model
@@ -58,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
         model = ClassScorer(model, classes, args.classes)
         tuned = {canonical_key(c): t for c, t in zip(classes, thresholds)}
         classes, thresholds = list(args.classes), np.array([tuned.get(canonical_key(c), 0.5) for c in args.classes])
+    if args.tta is None:
+        tta = tuple(meta.get("tta", ()))
+    else:
+        tta = () if args.tta.strip().lower() == "none" else parse_tta(args.tta)
+    tta_merge = args.tta_merge or meta.get("tta_merge", "arithmetic")
     images = find_images(args.paths)
     bad = scan_images([path for _, path in images], progress=not args.no_progress)
     if bad:
@@ -72,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     stored = meta.get("stored_size", meta["image_size"])
     store = DecodingStore([path for _, path in images], stored)
     probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, tta=tta, tta_merge=tta_merge)
     ids = [image_id for image_id, _ in images]
     write_predictions(args.out, ids, classes, probs)
     if args.threshold is not None:
@@ -82,5 +102,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{image_id}: {', '.join(found) if found else 'no finding above threshold'}")
     if len(ids) > args.show:
         print(f"... {len(ids) - args.show} more")
-    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}")
+    views = f" (TTA {'+'.join(tta)}, {tta_merge} merge)" if tta else ""
+    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}{views}")
     return 0

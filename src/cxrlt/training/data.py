@@ -58,6 +58,16 @@ class RunData:
         """Label statistics of the training split (the losses' class counts)."""
         return LabelStats.from_table(self.part("train"))
 
+    @cached_property
+    def source_index(self) -> np.ndarray:
+        """Which of `data.sources` (position) each row of the table comes from."""
+        specs = self.config.data.sources
+        if len(specs) == 1:
+            return np.zeros(len(self.table), dtype=np.int64)
+        from cxrlt.data.source_sampling import source_index
+
+        return source_index(self.table.image_ids, [spec.build().image_ids for spec in specs])
+
     def store(self, split: str, size: int) -> Any:
         """Pixels of one split at `size` (from the prepared cache when configured)."""
         key = (split, size)
@@ -102,9 +112,22 @@ class StageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         train = self.data.part("train")
-        sampler = self.sampler_spec.build(
-            labels=train.labels, num_samples=len(train), seed=self.seed, rank=rank, world_size=world
-        )
+        weights = self.data.config.data.source_weights
+        if weights is None:
+            sampler = self.sampler_spec.build(
+                labels=train.labels, num_samples=len(train), seed=self.seed, rank=rank, world_size=world
+            )
+        else:
+            from cxrlt.data.source_sampling import SourceWeightedSampler
+
+            is_train = (self.data.table.meta["split"] == "train").fillna(False).to_numpy(dtype=bool)
+            sampler = SourceWeightedSampler(
+                train.labels, self.data.source_index[is_train], weights,
+                lambda labels, seed: self.sampler_spec.build(labels=labels, num_samples=None, seed=seed, rank=0,
+                                                             world_size=1),
+                num_samples=len(train), seed=self.seed, rank=rank, world_size=world,
+                names=[f"data.sources.{i} ({spec.name})" for i, spec in enumerate(self.data.config.data.sources)],
+            )
         dataset = ImageDataset(self.data.store("train", self._store_size()), train.labels, self.train_pipeline,
                                seed=self.seed)
         return DataLoader(

@@ -71,6 +71,10 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     extra: dict[str, Any] = {"stored_size": config.data.images.stored,
                              "train_positives": data.train_stats.positives,
                              "groups": data.train_stats.groups(**config.evaluation.groups.model_dump())}
+    if config.augment.tta:
+        # Thresholds are tuned on TTA probabilities, so `cxrlt predict` applies the same TTA by default.
+        extra["tta"] = list(config.augment.tta)
+        extra["tta_merge"] = config.augment.tta_merge
     val = data.part("val")
     val_store = data.store("val", config.data.images.stored)
     if last.tau_normalise:
@@ -78,7 +82,8 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
 
         extra["tau_normalisation"] = tune_tau(model, val_store, val.labels, last.image_size,
                                               monitor=config.train.monitor, progress=progress)
-    val_probs = predict_probabilities(model, val_store, last.image_size, progress=progress, description="predict val")
+    val_probs = predict_probabilities(model, val_store, last.image_size, progress=progress, description="predict val",
+                                      tta=extra.get("tta"), tta_merge=extra.get("tta_merge", "arithmetic"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         thresholds = tune_thresholds(val.labels, val_probs, method=config.evaluation.threshold,
@@ -125,7 +130,8 @@ def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, dat
                    split: str, image_size: int, progress: bool = True) -> SplitResult:
     """Predict one split with `model`, then score and save it."""
     probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
-                                  progress=progress, description=f"predict {split}")
+                                  progress=progress, description=f"predict {split}",
+                                  tta=meta.get("tta"), tta_merge=meta.get("tta_merge", "arithmetic"))
     return score_split(config, data, run_dir, split, probs, meta, progress=progress)
 
 
@@ -153,6 +159,8 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
         result = compute_metrics(part.labels, probs, data.classes, thresholds=meta.get("thresholds"))
     groups = meta["groups"]
     metrics = {"split": split, "n_images": len(part), **result.to_dict(groups)}
+    if meta.get("tta"):
+        metrics["tta"] = {"views": list(meta["tta"]), "merge": meta["tta_merge"]}
     if "tau_normalisation" in meta:
         metrics["tau"] = meta["tau_normalisation"]["tau"]
     if intervals and config.evaluation.bootstrap > 0:

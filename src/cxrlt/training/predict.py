@@ -30,20 +30,40 @@ def predict_probabilities(
     device: torch.device | None = None,
     progress: bool = True,
     description: str = "predict",
+    tta: Sequence[str] | str | None = None,
+    tta_merge: str = "arithmetic",
 ) -> np.ndarray:
-    """Sigmoid probabilities (images x classes) of `model` on every image of `store`."""
+    """Sigmoid probabilities (images x classes) of `model` on every image of `store`.
+
+    With `tta` (families of `cxrlt.ensemble.tta`, e.g. ["hflip", "multicrop"]),
+    each image is scored on all its views and the views are merged per class
+    by `tta_merge` (arithmetic: mean probability; geometric: sigmoid of the
+    mean logit). A forward pass still holds about `batch_size` images.
+    """
+    from cxrlt.ensemble.tta import TestTimeAugmentation, ViewDataset, check_merge, merge_logits
+
     device = device or default_device()
     model = model.to(device).eval()
-    dataset = ImageDataset(store, np.zeros((len(store), 0), np.float32), Pipeline([], image_size))
+    check_merge(tta_merge)
+    augmentation = TestTimeAugmentation(tta, image_size)
+    if augmentation.n_views > 1:
+        dataset: torch.utils.data.Dataset = ViewDataset(store, augmentation)
+        batch_size = max(1, batch_size // augmentation.n_views)
+    else:
+        dataset = ImageDataset(store, np.zeros((len(store), 0), np.float32), Pipeline([], image_size))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     outputs = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     with autocast:
-        for images, _, _ in progress_bar(loader, enabled=progress, desc=description, leave=False):
-            outputs.append(torch.sigmoid(model(images.to(device, non_blocking=True)).float()).cpu())
+        for batch in progress_bar(loader, enabled=progress, desc=description, leave=False):
+            if augmentation.n_views > 1:
+                images = batch.flatten(0, 1).to(device, non_blocking=True)
+                logits = model(images).float().unflatten(0, (batch.shape[0], augmentation.n_views))
+                outputs.append(merge_logits(logits, tta_merge).cpu())
+            else:
+                outputs.append(torch.sigmoid(model(batch[0].to(device, non_blocking=True)).float()).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
-
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}
