@@ -97,3 +97,77 @@ def test_help_explains_exit_codes_and_skip_bad(capsys):
         main(["check", "--help"])
     text = capsys.readouterr().out
     assert "Exit status: 0" in text and "data.images.skip_bad" in text and "cxrlt check configs/" in text
+
+
+# ------------------------------------------------------- training told to skip them
+@pytest.fixture(scope="module")
+def broken_synthetic(tmp_path_factory) -> dict:
+    """A small synthetic data set with three unreadable images, and a tiny run config for it."""
+    from cxrlt.data.synthetic import generate_dataset
+    from test_training import tiny_config
+
+    root = tmp_path_factory.mktemp("broken")
+    folder = generate_dataset(root / "synthetic", n_images=120, image_size=48, seed=3, progress=False)
+    images = sorted((folder / "images").glob("*.png"))
+    broken = {images[5]: b"", images[40]: images[40].read_bytes()[:100], images[77]: b"not an image"}
+    for path, data in broken.items():
+        path.write_bytes(data)
+    raw = tiny_config(folder, epochs=1, limit_train_batches=2, limit_eval_batches=1, batch_size=16)
+    raw["data"]["sources"][0]["n_images"] = 120
+    return {"root": root, "raw": raw, "broken": sorted(str(p) for p in broken)}
+
+
+def write_run_config(folder: Path, raw: dict, **images_options) -> Path:
+    import yaml
+
+    raw = {**raw, "data": {**raw["data"], "images": {**raw["data"]["images"], **images_options}}}
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_check_then_training_skips_the_bad_images(broken_synthetic, tmp_path: Path, capsys):
+    config = write_run_config(tmp_path, broken_synthetic["raw"], skip_bad=True)
+    assert main(["check", str(config), "--workers", "0", "--no-progress"]) == 1
+    listed = capsys.readouterr().out
+    assert "3 of 120 images cannot be read" in listed and all(p in listed for p in broken_synthetic["broken"])
+
+    run = tmp_path / "run"
+    code = main(["train", str(config), "--out", str(run), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "data.images.skip_bad: leaving out 3 of 120 images that cannot be decoded" in captured.err
+    assert all(p in captured.err for p in broken_synthetic["broken"])
+    predicted = set(pd.read_csv(run / "predictions.csv")["image_id"]) | set(pd.read_csv(run / "predictions_val.csv")["image_id"])
+    bad_ids = {Path(p).stem for p in broken_synthetic["broken"]}
+    assert predicted and not predicted & bad_ids
+
+
+def test_training_with_a_cache_skips_the_images_prepare_recorded_as_bad(broken_synthetic, tmp_path: Path, capsys):
+    cache = tmp_path / "cache"
+    strict = write_run_config(tmp_path, broken_synthetic["raw"], cache=str(cache))
+    assert main(["prepare", str(strict), "--out", str(cache), "--workers", "0", "--quiet", "--skip-bad"]) == 0
+    capsys.readouterr()
+    # Without skip_bad the run refuses the cache's bad rows and says how to leave them out.
+    code = main(["train", str(strict), "--out", str(tmp_path / "strict"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data.images.skip_bad: true" in err and "Traceback" not in err
+    skipping = write_run_config(tmp_path, broken_synthetic["raw"], cache=str(cache), skip_bad=True)
+    code = main(["train", str(skipping), "--out", str(tmp_path / "run"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "leaving out 3 of 120 images" in captured.err
+
+
+def test_training_on_a_bad_image_without_skip_bad_names_it_without_a_traceback(broken_synthetic, tmp_path: Path, capsys):
+    # DataLoader worker processes re-raise with the worker's traceback as the message; the CLI prints ours only.
+    raw = {**broken_synthetic["raw"], "train": {**broken_synthetic["raw"]["train"], "num_workers": 2,
+                                                "limit_train_batches": 8}}
+    config = write_run_config(tmp_path, raw)
+    code = main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("cxrlt train: error: ") and "Traceback" not in err and "DataLoader" not in err
+    assert any(f"{path}: " in message for path in broken_synthetic["broken"])
+    assert not (tmp_path / "run" / "model.safetensors").exists()
