@@ -256,3 +256,83 @@ def test_decoder_on_random_bytes(folder: Path, raw: bytes, prefix: bytes, suffix
     path = folder / f"random{suffix}"
     path.write_bytes(prefix + raw)
     decode_or_refuse(path)
+
+
+@st.composite
+def dicom_headers(draw) -> bytes:
+    """A DICOM whose image description (size, bits, photometry, windows, rescale, LUTs) is drawn at random."""
+    import pydicom.config
+
+    settings_ = pydicom.config.settings
+    modes = settings_.reading_validation_mode, settings_.writing_validation_mode
+    # Values off the standard (nan, bits beyond the allocation) are written as real archives hold them.
+    settings_.reading_validation_mode = settings_.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        return _dicom_with_drawn_description(draw)
+    finally:
+        settings_.reading_validation_mode, settings_.writing_validation_mode = modes
+
+
+def _dicom_with_drawn_description(draw) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    if draw(st.integers(0, 3)) > 0:  # a consistent grayscale image; the display settings below vary
+        ds.Rows, ds.Columns = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+        ds.SamplesPerPixel = 1
+        ds.BitsAllocated = draw(st.sampled_from([8, 16]))
+        ds.BitsStored = draw(st.integers(1, ds.BitsAllocated))
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = draw(st.sampled_from([0, 1]))
+        ds.PhotometricInterpretation = draw(st.sampled_from(["MONOCHROME2", "MONOCHROME1"]))
+    else:  # anything, consistent or not
+        ds.Rows = draw(st.integers(0, 12))
+        ds.Columns = draw(st.integers(0, 12))
+        ds.SamplesPerPixel = draw(st.sampled_from([1, 1, 1, 3, 0, 4]))
+        ds.BitsAllocated = draw(st.sampled_from([8, 16, 16, 32, 1, 12]))
+        ds.BitsStored = draw(st.integers(0, 33))
+        ds.HighBit = draw(st.integers(0, 33))
+        ds.PixelRepresentation = draw(st.sampled_from([0, 1, 2]))
+        ds.PhotometricInterpretation = draw(st.sampled_from(
+            ["MONOCHROME2", "MONOCHROME1", "RGB", "PALETTE COLOR", "YBR_FULL", "junk", ""]))
+        if ds.SamplesPerPixel > 1:
+            ds.PlanarConfiguration = draw(st.sampled_from([0, 1, 2]))
+    numbers = st.sampled_from(["0", "1", "-1", "100", "4095", "1e9", "nan", "inf", ""])
+    for key in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        if draw(st.booleans()):
+            setattr(ds, key, draw(st.lists(numbers, min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        ds.VOILUTFunction = draw(st.sampled_from(["LINEAR", "LINEAR_EXACT", "SIGMOID", "OTHER"]))
+    if draw(st.booleans()):
+        ds.NumberOfFrames = draw(st.sampled_from(["1", "1", "2", "0"]))
+    if draw(st.booleans()):
+        ds.PresentationLUTShape = draw(st.sampled_from(["INVERSE", "IDENTITY", "x"]))
+    if draw(st.booleans()):
+        from pydicom.dataset import Dataset as Item
+        from pydicom.sequence import Sequence
+
+        item = Item()
+        item.LUTDescriptor = [draw(st.integers(0, 300)), draw(st.integers(0, 50)), draw(st.sampled_from([8, 12, 16]))]
+        item.LUTData = np.array(draw(st.lists(st.integers(0, 4095), min_size=1, max_size=8)), dtype="<u2").tobytes()
+        ds.VOILUTSequence = Sequence([item])
+    expected = ds.Rows * ds.Columns * max(ds.SamplesPerPixel, 1) * max(ds.BitsAllocated, 8) // 8
+    size = draw(st.sampled_from([expected] * 6 + [max(0, expected - 3), expected + 2, 0]))
+    ds.PixelData = draw(st.binary(min_size=size, max_size=size))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@FUZZ
+@given(data=dicom_headers())
+def test_decoder_on_dicoms_with_random_image_descriptions(folder: Path, data: bytes):
+    path = folder / "described.dcm"
+    path.write_bytes(data)
+    decode_or_refuse(path)
