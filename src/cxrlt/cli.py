@@ -70,6 +70,22 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def user_message(exc: CxrltError) -> str:
+    """The error's own paragraph, also when it was raised in a DataLoader worker process.
+
+    PyTorch re-raises a worker's exception with the worker's formatted
+    traceback as its message; of that, only the text after the final
+    "module.ErrorName: " is ours.
+    """
+    text = str(exc)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        marker = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+        position = text.rfind(marker)
+        if position >= 0:
+            return text[position + len(marker):].strip()
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cxrlt` console script; returns the exit code."""
     parser = build_parser()
@@ -83,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CxrltError as exc:
         if args.debug:
             raise
-        print(f"cxrlt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cxrlt {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"cxrlt {args.command}: interrupted", file=sys.stderr)

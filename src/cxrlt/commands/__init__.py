@@ -8,6 +8,7 @@ heavy dependencies inside `run`.
 COMMANDS: dict[str, str] = {
     "demo": "cxrlt.commands.demo",
     "prepare": "cxrlt.commands.prepare",
+    "check": "cxrlt.commands.check",
     "stats": "cxrlt.commands.stats",
     "labels": "cxrlt.commands.labels",
     "train": "cxrlt.commands.train",

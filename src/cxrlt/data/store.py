@@ -77,8 +77,8 @@ class CacheStore:
             if bad:
                 raise ImageDecodeError(
                     f"{len(bad)} of the requested images could not be decoded when the cache was prepared "
-                    f"(listed in {info.path / BAD}); leave them out of the table first "
-                    f"(`cxrlt.data.store.exclude_bad(table, cache)`):\n{format_bad_images(bad)}"
+                    f"(listed in {info.path / BAD}); set data.images.skip_bad: true to leave them out of the run "
+                    f"(in code: `cxrlt.data.store.exclude_bad(table, cache)`):\n{format_bad_images(bad)}"
                 )
         self.cache_dir = info.path
         self.size = info.size

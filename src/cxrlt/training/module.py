@@ -99,6 +99,14 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         probs, targets, rows = self._gather_validation()
+        if not np.isfinite(probs).all():
+            # Raised before the checkpoint callbacks run: a diverged state is never saved.
+            raise TrainingDiverged(
+                f"the validation predictions after epoch {self.current_epoch} (step {self.global_step}) are not "
+                "finite: the weights diverged although the training loss was finite; training stopped. The last "
+                "good checkpoint is kept; lower the learning rate, enable gradient clipping (train.gradient_clip) "
+                "or check the labels."
+            )
         metrics = monitor_metrics(targets, probs)
         self.last_val = metrics
         self.log("val/map", metrics["map"], prog_bar=True, sync_dist=False, rank_zero_only=False)

@@ -106,9 +106,21 @@ def environment(config: RunConfig) -> dict[str, Any]:
         "timm": timm.__version__,
         "lightning": lightning.__version__,
         "numpy": numpy.__version__,
+        # Libraries that decode images or compute splits and metrics.
+        **{name: _version(name) for name in ("pillow", "pydicom", "scipy", "scikit-learn", "pandas")},
         "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),  # CPU float results depend on the intra-op thread count
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
+
+
+def _version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def stage_model(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None) -> CxrModel:

@@ -65,6 +65,11 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
+def quote(value: Any) -> str:
+    """A field's value as quoted text for messages (pandas may parse categories as numbers)."""
+    return repr(str(value))
+
+
 def format_lines(lines: Sequence[int], details: Sequence[str] | None = None, total: int | None = None) -> str:
     """'line 5 (x), line 9 (y) and 3 more' from the first offending lines."""
     items = []
@@ -380,7 +385,7 @@ def normalise_split(file: CsvFile, values: pd.Series, column: str) -> pd.Series:
         raise file.row_error(
             f"column {column!r} has split names other than train, val (validate) or test",
             rows,
-            [repr(values.iloc[r]) for r in rows[:SHOWN]],
+            [quote(values.iloc[r]) for r in rows[:SHOWN]],
         )
     return mapped
 

@@ -19,6 +19,7 @@ from cxrlt.data.sources._reading import (
     normalise_sex,
     number,
     parse_categorical,
+    quote,
     read_label_columns,
 )
 from cxrlt.data.table import LabelTable
@@ -129,7 +130,7 @@ def _age(file: CsvFile, frame: pd.DataFrame, column: str | None) -> np.ndarray |
         raise file.row_error(
             f"column {column!r} must be a number (age in years) or blank",
             rows,
-            [repr(frame[column].iloc[r]) for r in rows[:SHOWN]],
+            [quote(frame[column].iloc[r]) for r in rows[:SHOWN]],
         )
     return values.astype(np.float64)
 

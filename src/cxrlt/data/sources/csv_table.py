@@ -22,6 +22,7 @@ from cxrlt.data.sources._reading import (
     normalise_split,
     number,
     parse_categorical,
+    quote,
 )
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import InputError
@@ -56,8 +57,9 @@ def csv_table(
     either (a) it has at least one value and every value is 0, 1 (any
     numeric spelling: 1, 1.0) or blank, or (b) it is entirely blank and
     its name is a known finding (so a saved table's all-missing class is
-    kept). Every other column is ignored; declare `classes` when a 0/1
-    column is not a class.
+    kept). A column named like a known finding that holds anything else is
+    an error (a broken label column is never dropped silently). Every other
+    column is ignored; declare `classes` when a 0/1 column is not a class.
     """
     file = CsvFile(labels, "label CSV")
     roles = {
@@ -144,7 +146,7 @@ def _declared_labels(file: CsvFile, frame: pd.DataFrame, columns: list[str]) -> 
             raise file.row_error(
                 f"class column {column!r} must hold numbers from 0 to 1 (1 positive, 0 negative) or blank (missing)",
                 rows,
-                [repr(frame[column].iloc[r]) for r in rows[:SHOWN]],
+                [quote(frame[column].iloc[r]) for r in rows[:SHOWN]],
             )
         matrix[:, j] = values
     return matrix
@@ -157,6 +159,17 @@ def _inferred_labels(file: CsvFile, frame: pd.DataFrame, candidates: list[str]) 
     for column in candidates:
         values, invalid = parse_categorical(frame[column], binary)
         if invalid.any():
+            if is_known_finding(column):
+                # A finding's column with a stray value is a broken label, not metadata to drop silently.
+                rows = np.flatnonzero(invalid)
+                raise file.row_error(
+                    f"column {column!r} names a finding but holds values other than 0, 1 or blank (missing)"
+                    + (" (-1 marks an uncertain label: map it first, or read the file with the chexpert or "
+                       "mimic source)" if (frame[column].astype("str").str.strip() == "-1").any() else "")
+                    + "; fix the values or declare the class columns with `classes`",
+                    rows,
+                    [quote(frame[column].iloc[r]) for r in rows[:SHOWN]],
+                )
             continue
         if np.isnan(values).all() and not is_known_finding(column):
             continue
@@ -177,6 +190,6 @@ def _numbers(file: CsvFile, frame: pd.DataFrame, column: str) -> np.ndarray:
     if invalid.any():
         rows = np.flatnonzero(invalid)
         raise file.row_error(
-            f"column {column!r} must be a number or blank", rows, [repr(frame[column].iloc[r]) for r in rows[:SHOWN]]
+            f"column {column!r} must be a number or blank", rows, [quote(frame[column].iloc[r]) for r in rows[:SHOWN]]
         )
     return values.astype(np.float64)

@@ -16,6 +16,7 @@ from cxrlt.data.sources._reading import (
     format_lines,
     normalise_sex,
     parse_categorical,
+    quote,
     read_bytes,
 )
 from cxrlt.data.table import LabelTable
@@ -142,7 +143,7 @@ def _decode_age(file: CsvFile, ages: pd.Series, column: str) -> np.ndarray:
         raise file.row_error(
             f"column {column!r} must be an age in years (57, 057Y; M/W/D for months/weeks/days)",
             rows,
-            [repr(ages.iloc[r]) for r in rows[:SHOWN]],
+            [quote(ages.iloc[r]) for r in rows[:SHOWN]],
         )
     return values.astype(np.float64)
 

@@ -1,0 +1,272 @@
+"""The bad-input matrix: every malformed input gives one paragraph naming the
+file / line / key and what was expected, a non-zero exit code, no traceback
+(unless --debug) and no output file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import yaml
+
+from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_labels
+from cxrlt.cli import main
+from cxrlt.data.cache import read_cache_info
+from cxrlt.data.images import crop_and_resize, decode_image
+from cxrlt.data.store import CacheStore
+from cxrlt.errors import CxrltError
+from cxrlt.labels import CHEXPERT14
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Case:
+    """A command line on a bad input and what its error must say."""
+
+    argv: list[str]
+    says: list[str]  # fragments the message must contain (the file, the line, the expectation)
+    outputs: list[Path] = field(default_factory=list)  # must not exist afterwards
+    code: int = 2
+
+
+def run_case(case: Case, capsys) -> str:
+    code = main(case.argv)
+    captured = capsys.readouterr()
+    assert code == case.code, captured.err
+    err = captured.err
+    assert "Traceback" not in err and "Traceback" not in captured.out
+    command = case.argv[0]
+    assert err.startswith(f"cxrlt {command}: error: "), err
+    for fragment in case.says:
+        assert fragment in err, (fragment, err)
+    for path in case.outputs:
+        assert not path.exists(), path
+    return err
+
+
+# ----------------------------------------------------------------- label files
+NIH_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
+NIH_ROWS = ["a.png,Atelectasis,0,1,58,M,PA", "b.png,No Finding,0,2,60,F,AP", "c.png,Mass|Nodule,1,2,61,F,PA"]
+CHEXPERT_HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT14)
+CHEXPERT_ROW = "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP," + ",".join(
+    ["1.0", ""] + ["0.0"] * 11 + ["-1.0"]
+)
+
+
+def nih_file(tmp_path: Path, header: str = NIH_HEADER, rows: list[str] = NIH_ROWS) -> Path:
+    path = tmp_path / "Data_Entry_2017.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def chexpert_file(tmp_path: Path, header: str = CHEXPERT_HEADER, rows: list[str] | None = None) -> Path:
+    path = tmp_path / "train.csv"
+    rows = rows if rows is not None else [CHEXPERT_ROW, CHEXPERT_ROW.replace("patient00001", "patient00002")]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def generic_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    return path
+
+
+def stats(source: str, labels: Path, tmp_path: Path) -> list[str]:
+    return ["stats", "--source", source, "--labels", str(labels), "--json", str(tmp_path / "stats.json")]
+
+
+def label_cases(tmp_path: Path) -> dict[str, Case]:
+    out = [tmp_path / "stats.json"]
+    nih_missing = nih_file(tmp_path, NIH_HEADER.replace("Finding Labels,", ""), [r.split(",", 2)[0] + "," + r.split(",", 2)[2] for r in NIH_ROWS])
+    cases = {
+        "nih missing column": Case(stats("nih", nih_missing, tmp_path), [str(nih_missing), "line 1", "'Finding Labels'"], out),
+    }
+    (tmp_path / "renamed").mkdir()
+    renamed = nih_file(tmp_path / "renamed", NIH_HEADER.replace("Patient ID", "Patient_Nr"))
+    cases["nih renamed column"] = Case(stats("nih", renamed, tmp_path), [str(renamed), "line 1", "'Patient ID'", "renamed?"], out)
+    (tmp_path / "dup").mkdir()
+    duplicated = nih_file(tmp_path / "dup", rows=NIH_ROWS + ["b.png,Mass,1,3,40,M,PA"])
+    cases["nih duplicate ids"] = Case(stats("nih", duplicated, tmp_path), [str(duplicated), "must be unique", "'b.png'", "line 3", "line 5"], out)
+    (tmp_path / "unknown").mkdir()
+    unknown = nih_file(tmp_path / "unknown", rows=NIH_ROWS + ["d.png,Atelectasis|Covid,0,4,40,M,PA"])
+    cases["nih unknown finding"] = Case(stats("nih", unknown, tmp_path), [str(unknown), "line 5", "unknown finding 'Covid'"], out)
+    chex_missing = chexpert_file(tmp_path, CHEXPERT_HEADER.replace(",Edema", ",Oedema"))
+    cases["chexpert renamed class"] = Case(stats("chexpert", chex_missing, tmp_path), [str(chex_missing), "line 1", "'Edema'"], out)
+    (tmp_path / "chex2").mkdir()
+    bad_value = chexpert_file(tmp_path / "chex2", rows=[CHEXPERT_ROW, CHEXPERT_ROW.replace("patient00001", "patient00003").replace(",-1.0", ",2")])
+    cases["chexpert label outside values"] = Case(
+        stats("chexpert", bad_value, tmp_path), [str(bad_value), "line 3", "outside 1, 0, -1 or blank", "'Support Devices' is '2"], out)
+    empty = generic_file(tmp_path, "")
+    cases["csv empty file"] = Case(stats("csv", empty, tmp_path), [str(empty), "is empty", "header line"], out)
+    (tmp_path / "h").mkdir()
+    header_only = generic_file(tmp_path / "h", "path,Atelectasis\n")
+    cases["csv header only"] = Case(stats("csv", header_only, tmp_path), [str(header_only), "no data rows"], out)
+    (tmp_path / "d").mkdir()
+    dup_paths = generic_file(tmp_path / "d", "path,Atelectasis\nx.png,1\ny.png,0\nx.png,0\n")
+    cases["csv duplicate ids"] = Case(stats("csv", dup_paths, tmp_path), [str(dup_paths), "must be unique", "'x.png'", "line 2", "line 4"], out)
+    (tmp_path / "v").mkdir()
+    outside = generic_file(tmp_path / "v", "path,Atelectasis,Mass\nx.png,1,0\ny.png,-1,1\n")
+    cases["csv uncertain label"] = Case(stats("csv", outside, tmp_path), [str(outside), "line 3", "'Atelectasis'", "-1 marks an uncertain label"], out)
+    (tmp_path / "w").mkdir()
+    no_path = generic_file(tmp_path / "w", "file,Atelectasis\nx.png,1\n")
+    cases["csv missing path column"] = Case(stats("csv", no_path, tmp_path), [str(no_path), "line 1", "'path'", "the header has: file, Atelectasis"], out)
+    (tmp_path / "f").mkdir()
+    short = generic_file(tmp_path / "f", "path,Atelectasis,Mass\nx.png,1,0\ny.png,1\n")
+    cases["csv truncated row"] = Case(stats("csv", short, tmp_path), [str(short), "line 3", "wrong number of fields", "2 fields"], out)
+    absent = tmp_path / "nowhere.csv"
+    cases["missing label file"] = Case(stats("csv", absent, tmp_path), [str(absent), "file not found"], out)
+    return cases
+
+
+LABEL_CASES = [
+    "nih missing column", "nih renamed column", "nih duplicate ids", "nih unknown finding", "chexpert renamed class",
+    "chexpert label outside values", "csv empty file", "csv header only", "csv duplicate ids", "csv uncertain label",
+    "csv missing path column", "csv truncated row", "missing label file",
+]
+
+
+@pytest.mark.parametrize("name", LABEL_CASES)
+def test_bad_label_files(tmp_path: Path, capsys, name: str):
+    run_case(label_cases(tmp_path)[name], capsys)
+
+
+# ----------------------------------------------------------------- predictions
+def evaluate(tmp_path: Path, predictions: str, labels: str = "image_id,A,B\nx,1,0\ny,0,1\nz,1,1\n") -> Case:
+    pred = tmp_path / "pred.csv"
+    pred.write_text(predictions)
+    label = tmp_path / "labels.csv"
+    label.write_text(labels)
+    out = tmp_path / "metrics.json"
+    plots = tmp_path / "plots"
+    return Case(["evaluate", "--predictions", str(pred), "--labels", str(label), "--json", str(out), "--plots", str(plots)],
+                [], [out, plots])
+
+
+PREDICTION_CASES = {
+    "NaN probability": ("image_id,A,B\nx,0.1,0.2\ny,nan,0.3\nz,0.5,0.5\n", None, ["pred.csv", "line 3", "'A'", "'y'", "blank or NaN"]),
+    "probability above 1": ("image_id,A,B\nx,0.1,0.2\ny,0.2,1.5\nz,0.5,0.5\n", None, ["pred.csv", "line 3", "1.5", "[0, 1]"]),
+    "text probability": ("image_id,A,B\nx,0.1,0.2\ny,high,0.3\nz,0.5,0.5\n", None, ["pred.csv", "line 3", "'high'", "numbers"]),
+    "ids do not match": ("image_id,A,B\nx,0.1,0.2\ny,0.2,0.3\nw,0.5,0.5\n", None,
+                         ["pred.csv", "labels.csv", "1 of the 3 predicted ids have no labels", "'w'", "'z'"]),
+    "classes do not match": ("image_id,A,C\nx,0.1,0.2\ny,0.2,0.3\nz,0.5,0.5\n", None,
+                             ["labels.csv", "no column for 1 of the 2 classes", "'C'"]),
+    "duplicate prediction ids": ("image_id,A,B\nx,0.1,0.2\nx,0.2,0.3\nz,0.5,0.5\n", None, ["pred.csv", "'x'", "lines 2, 3", "unique"]),
+    "empty predictions": ("", None, ["pred.csv", "empty", "header line"]),
+    "label outside values": ("image_id,A,B\nx,0.1,0.2\ny,0.2,0.3\nz,0.5,0.5\n", "image_id,A,B\nx,1,0\ny,-1,1\nz,1,1\n",
+                             ["labels.csv", "line 3", "-1", "uncertainty policy"]),
+    "no id column": ("name,A,B\nx,0.1,0.2\n", None, ["pred.csv", "line 1", "no id column", "--id-column"]),
+}
+
+
+@pytest.mark.parametrize("name", list(PREDICTION_CASES))
+def test_bad_prediction_tables(tmp_path: Path, capsys, name: str):
+    predictions, labels, says = PREDICTION_CASES[name]
+    case = evaluate(tmp_path, predictions, *([labels] if labels else []))
+    case.says = says
+    run_case(case, capsys)
+
+
+# --------------------------------------------------------------------- configs
+def good_config(tmp_path: Path) -> dict:
+    config, _, _ = make_dataset(tmp_path / "data", bad=False)
+    return yaml.safe_load(config.read_text())
+
+
+CONFIG_CASES = {
+    "unknown key": (lambda c: c["data"]["images"].update(colour="gray"), ["data.images.colour", "unknown key"]),
+    "wrong type": (lambda c: c.update(train={"epochs": "many"}), ["train.epochs", "'many'", "integer"]),
+    "unknown component": (lambda c: c.update(loss={"name": "hinge"}), ["hinge"]),
+    "bad component parameter": (lambda c: c.update(loss={"name": "focal", "gama": 2}), ["gama"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CASES))
+def test_bad_train_config_names_the_key_and_writes_no_run(tmp_path: Path, capsys, name: str):
+    raw = good_config(tmp_path)
+    edit, says = CONFIG_CASES[name]
+    edit(raw)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    run_case(Case(["train", str(path), "--out", str(run), "--no-progress"], [str(path), *says], [run]), capsys)
+
+
+@pytest.mark.parametrize("command", ["prepare", "check"])
+def test_data_commands_refuse_bad_config_keys(tmp_path: Path, capsys, command: str):
+    raw = good_config(tmp_path)
+    raw["data"]["images"]["size"] = "large"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / ("cache" if command == "prepare" else "bad.json")
+    run_case(Case([command, str(path), "--out", str(out)], [str(path), "data.images.size", "'large'"], [out]), capsys)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\ndata:\n  sources: [\n  images: {size: 16\n")
+    run_case(Case(["train", str(path), "--out", str(tmp_path / "run")], [str(path), "line", "not valid YAML"],
+                  [tmp_path / "run"]), capsys)
+
+
+# ---------------------------------------------------------------------- images
+@pytest.mark.parametrize("bad_name", list(BAD_FILES))
+def test_prepare_stops_on_a_bad_image_naming_it_and_leaves_no_usable_cache(tmp_path: Path, capsys, bad_name: str):
+    config, good, _ = make_dataset(tmp_path)
+    labels = write_labels(tmp_path / "one_bad.csv", good + [bad_name])
+    config = write_config(tmp_path / "one_bad.yaml", labels, tmp_path / "images")
+    out = tmp_path / "cache"
+    err = run_case(Case(["prepare", str(config), "--out", str(out), "--workers", "0", "--quiet"],
+                        ["1 of 7 images cannot be decoded", str(tmp_path / "images" / bad_name), BAD_FILES[bad_name],
+                         "--skip-bad"]), capsys)
+    assert len(err.strip().splitlines()) == 2  # the paragraph, then the one listed file
+    info = read_cache_info(out)
+    assert not info.complete and info.finished == len(good)
+    with pytest.raises(CxrltError, match="incomplete"):
+        CacheStore(out, info.image_ids, 16)
+
+
+def test_16_bit_and_rgba_images_are_read_not_refused(tmp_path: Path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    gray = np.random.default_rng(1).integers(0, 256, (30, 20), dtype=np.uint8)
+    gray[0, 0], gray[0, 1] = 0, 255  # full range: 16-bit v * 257 scales back to v exactly
+    (images / "deep.png").write_bytes(png_bytes(gray.astype(np.uint16) * 257))
+    (images / "alpha.png").write_bytes(png_bytes(np.dstack([gray, gray, gray, np.full_like(gray, 7)]), "RGBA"))
+    (images / "plain.png").write_bytes(png_bytes(gray))
+    labels = write_labels(tmp_path / "labels.csv", ["deep.png", "alpha.png", "plain.png"])
+    config = write_config(tmp_path / "run.yaml", labels, images)
+    assert main(["prepare", str(config), "--out", str(tmp_path / "cache"), "--workers", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    for name in ("deep.png", "alpha.png"):
+        np.testing.assert_array_equal(decode_image(images / name), gray)
+    store = CacheStore(tmp_path / "cache", ["deep.png", "alpha.png", "plain.png"], 16)
+    expected = crop_and_resize(gray, 16)
+    for row in range(3):
+        np.testing.assert_array_equal(store[row], expected)
+
+
+# ------------------------------------------------------------ debug, processes
+def test_debug_shows_the_traceback(tmp_path: Path):
+    absent = tmp_path / "nowhere.csv"
+    with pytest.raises(CxrltError, match="file not found"):
+        main(["--debug", "stats", "--source", "csv", "--labels", str(absent)])
+
+
+def test_real_process_exit_code_and_stderr(tmp_path: Path):
+    labels = generic_file(tmp_path, "path,Atelectasis\nx.png,1\nx.png,0\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-m", "cxrlt", "stats", "--source", "csv", "--labels", str(labels),
+                             "--json", str(tmp_path / "out.json")], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("cxrlt stats: error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(labels) in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
