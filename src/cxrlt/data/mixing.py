@@ -65,6 +65,7 @@ and CutMix (their authors; seed 003 used `union` for them too).
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Mapping, Sequence
@@ -152,19 +153,19 @@ class Draw:
     lam: float | None = None
 
 
-class Mixer:
+class Mixer(abc.ABC):
     """Base of the registered mixers: `apply` mixes always, `__call__` with probability p."""
 
     p: float
     label: LabelRule
 
+    @abc.abstractmethod
     def draw(self, batch: int, height: int, width: int, rng: np.random.Generator) -> Draw:
         """Draw the random parameters for a batch of `batch` images of height x width."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mix_pixels(self, images: torch.Tensor, draw: Draw) -> torch.Tensor:
         """The mixed images for the parameters `draw`."""
-        raise NotImplementedError
 
     def apply(self, images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator,
               ) -> tuple[torch.Tensor, torch.Tensor]:

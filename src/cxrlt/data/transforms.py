@@ -33,6 +33,7 @@ of the image is made except for Gaussian noise.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Annotated, Callable, Sequence
 
@@ -181,7 +182,7 @@ class _Described:
         return f"{type(self).__name__}({fields})"
 
 
-class RandomTransform(_Described):
+class RandomTransform(_Described, abc.ABC):
     """Base of random transforms: `apply` runs with probability `p`.
 
     The coin is always drawn first, so the draws of later transforms do not
@@ -195,9 +196,9 @@ class RandomTransform(_Described):
             return image
         return self.apply(image, rng)
 
+    @abc.abstractmethod
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Transform `image` (called when the coin says so)."""
-        raise NotImplementedError
 
 
 # ------------------------------------------------------------- size and crops

@@ -12,6 +12,7 @@ with autocast disabled, whatever precision the model runs in.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Sequence
@@ -140,7 +141,7 @@ def clip_log(value: Tensor, eps: float) -> Tensor:
 
 
 # --------------------------------------------------------------------- base
-class MultiLabelLoss(nn.Module):
+class MultiLabelLoss(nn.Module, abc.ABC):
     """Base of the registered losses: masking, smoothing, class weighting, reduction.
 
     `forward(logits, targets, mask=None)` returns the scalar
@@ -298,9 +299,9 @@ class MultiLabelLoss(nn.Module):
         return self._cache[key]
 
     # --------------------------------------------------------------- compute
+    @abc.abstractmethod
     def _elementwise(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-element loss of logits `x` against targets `y` in [0, 1] (same shape)."""
-        raise NotImplementedError
 
     def per_element(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         """Weighted per-element losses, [batch, classes], 0 where the target is missing or masked."""

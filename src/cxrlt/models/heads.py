@@ -14,6 +14,8 @@ Registered: `linear` (here), `gcn` (`cxrlt.models.gcn`), `experts`
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ class CamUnsupported(TypeError):
     """CAM was asked of a head whose classifier is not linear in the feature map (see `Head.supports_cam`)."""
 
 
-class Head(nn.Module):
+class Head(nn.Module, abc.ABC):
     """Base of all heads.
 
     Training goes through `training_outputs` and `training_loss` (by
@@ -36,8 +38,9 @@ class Head(nn.Module):
     logits and adds the RIDE diversity term.
     """
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) from the backbone feature map (B, C, H, W)."""
 
     def reset_classifier(self) -> None:
         """Re-initialise the classifier weights (decoupled stage 2)."""
