@@ -136,7 +136,7 @@ def test_smoke_scales_every_pixel_size_by_one_factor(workdir, text_encoder):
     _, b3 = smoke_of(REPO / "configs/aggregate/efficientnet_b3.yaml", workdir, text_encoder)
     first, second = b3.stage_list()
     # progressive resizing 300 -> 600 with batch 32 -> 16 keeps "double the size, half the batch"
-    assert (b3.data.images.size, second.image_size) == (32, 64)
+    assert (b3.data.images.size, b3.data.images.store_size, second.image_size) == (32, 64, 64)
     assert (b3.train.batch_size, second.batch_size) == (16, 8)
 
 
