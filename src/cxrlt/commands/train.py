@@ -64,5 +64,7 @@ def run(args: argparse.Namespace) -> int:
             config = parse_config(raw, origin=f"{args.config} (smoke)")
         result = train(config, run_dir, progress=progress)
     print(result.metrics.table)
+    if args.smoke:
+        print("\nsmoke run: synthetic images, small backbone, one short epoch per stage; the numbers mean nothing")
     print(f"\nrun folder: {result.run_dir}  (metrics.json, predictions.csv, report.md, plots/, model.safetensors)")
     return 0
