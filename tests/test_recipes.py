@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from cxrlt.config import load_config, load_yaml, parse_config
 from cxrlt.errors import ConfigError
 from cxrlt.labels import CXRLT2023, NIH14
 from cxrlt.recipes import smoke_backbone, smoke_config
+from tiny_text_encoder import make_tiny_bert
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(REPO.glob("configs/**/*.yaml"))
@@ -36,9 +36,6 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def text_encoder(tmp_path_factory) -> Path:
     """A tiny local BERT standing in for PubMedBERT (no hub access in tests)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_text_encoder import make_tiny_bert
-
     return make_tiny_bert(tmp_path_factory.mktemp("bert"))
 
 
