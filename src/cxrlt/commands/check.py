@@ -23,7 +23,7 @@ Exit status: 0 when every image is readable, 1 when some are not, 2 when the
 configuration or the label table is wrong.
 """
 EXAMPLE = """
-cxrlt check configs/nih.yaml --workers 8 --out nih_bad_images.csv
+cxrlt check configs/nih128-quickstart.yaml --out nih_bad_images.csv
 """
 
 EXIT_BAD_IMAGES = 1

@@ -18,7 +18,7 @@ resumes from its last checkpoint. The OUT folder can be a member of
 `cxrlt ensemble` (its out-of-fold predictions serve as validation).
 """
 EXAMPLE = """
-cxrlt kfold configs/demo.yaml --folds 5 --out runs/demo-5fold train.epochs=3
+cxrlt kfold configs/aggregate/efficientnet_b3_5fold.yaml --folds 5 --out runs/b3-5fold
 cxrlt kfold --resume runs/demo-5fold
 """
 

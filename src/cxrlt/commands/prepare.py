@@ -18,7 +18,7 @@ image list or size is refused unless --overwrite. Images that cannot be
 decoded stop the command with the list of all of them (the others are kept);
 --skip-bad records them as bad instead, to be left out of training.
 """
-EXAMPLE = "cxrlt prepare configs/nih.yaml --out cache/nih-224 --size 224 --workers 8"
+EXAMPLE = "cxrlt prepare configs/nih128-quickstart.yaml --out cache/nih128-64 --workers 8"
 
 
 def _positive_int(text: str) -> int:

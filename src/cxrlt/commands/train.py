@@ -13,7 +13,7 @@ report.md in the run folder. A stopped run (killed, Ctrl-C, crashed machine)
 continues from its last finished epoch with --resume.
 """
 EXAMPLE = """
-cxrlt train configs/demo.yaml --out runs/demo train.epochs=3 model.backbone=resnet18
+cxrlt train configs/nih128-quickstart.yaml --out runs/nih128 train.epochs=3 model.backbone=resnet18
 cxrlt train --resume runs/demo
 cxrlt train configs/thesis/full.yaml --smoke --out runs/thesis-smoke
 """
