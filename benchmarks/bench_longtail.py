@@ -47,6 +47,7 @@ the table is printed as Markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -57,7 +58,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -369,15 +370,23 @@ def hardware() -> str:
 
 
 # --------------------------------------------------------------------- main
-def skip_run_reports() -> None:
-    """Leave out each run's plots and report.md (the benchmark reads only metrics and predictions).
+@contextlib.contextmanager
+def run_reports(enabled: bool) -> Iterator[None]:
+    """Within the block, leave out each run's plots and report.md unless `enabled`.
 
-    Drawing them takes longer than training a reduced run; `finish_run`
-    still writes model, thresholds, predictions and metrics files.
+    The benchmark reads only metrics and predictions, and drawing the plots
+    takes longer than training a reduced run; `finish_run` still writes the
+    model, thresholds, predictions and metrics files. Restored on exit.
     """
     from cxrlt.training import evaluate
 
-    evaluate.write_run_report = lambda *args, **kwargs: None
+    original = evaluate.write_run_report
+    if not enabled:
+        evaluate.write_run_report = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        evaluate.write_run_report = original
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -429,8 +438,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                          "size": args.size or base.size, "backbone": args.backbone or base.backbone})
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if not args.plots:
-        skip_run_reports()
     seeds = list(range(args.seeds))
     # Plain methods first: decoupled runs copy their stage 1.
     methods = sorted(args.methods, key=lambda n: (METHODS[n].decoupled, list(METHODS).index(n)))
@@ -448,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 base_name = _base_method(name)
                 stage1 = out / "runs" / dataset / base_name / f"seed{seed}" / "stages" / "01-main" if base_name else None
                 config = run_config(dataset, METHODS[name], seed, section, setting, args.overrides)
-                seconds = run_one(config, run_dir, stage1)
+                with run_reports(args.plots):
+                    seconds = run_one(config, run_dir, stage1)
                 done += 1
                 metrics = read_json(run_dir / "metrics.json")
                 elapsed = time.perf_counter() - started
