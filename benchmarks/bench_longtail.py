@@ -112,8 +112,8 @@ class Setting:
 # Reduced: every run of both datasets, all methods and 3 seeds in under an hour
 # on one core of a 2-core VM (measured: see docs/benchmark.md). lcnet_050 trains
 # ~170 images/s at 64 px on one core, 4.5x resnet10t.
-REDUCED = Setting(backbone="lcnet_050", size=48, epochs={"nih": 1, "synthetic": 3}, crt_epochs=1, batch_size=32,
-                  lr=3e-3, synthetic_images=2000, num_workers=0)
+REDUCED = Setting(backbone="lcnet_050", size=32, epochs={"nih": 1, "synthetic": 3}, crt_epochs=1, batch_size=32,
+                  lr=3e-3, synthetic_images=1500, num_workers=0)
 # Full: the CheXNet backbone at the images' own 128 px (upsampling them adds
 # nothing); random init, since no weights can be fetched on the benchmark machine
 # (`--set model.pretrained=FILE` uses a local weight file).
@@ -150,7 +150,7 @@ def data_section(dataset: str, data: Path, out: Path, setting: Setting) -> dict[
         split = {"method": "source", "val_fraction": 0.1, "seed": 0}
     else:
         source = {"name": "synthetic", "out": str(out / "data" / f"synthetic-n{setting.synthetic_images}"),
-                  "n_images": setting.synthetic_images, "image_size": setting.size, "seed": 0}
+                  "n_images": setting.synthetic_images, "image_size": max(setting.size, 64), "seed": 0}
         split = {"method": "random", "val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}
     return {"sources": [source], "split": split, "images": {"size": setting.size}}
 
@@ -471,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "hardware": hardware(),
         "setting": {**setting.__dict__, "overrides": args.overrides},
         "wall_minutes": (time.perf_counter() - started) / 60,
+        "run_minutes_total": sum(sum(row["seconds"]) for row in rows) / 60,
         "interval": "95% paired bootstrap over test images of the seed-averaged probabilities, "
                     f"{args.resamples} resamples (cxrlt.evaluation.bootstrap)",
     }
@@ -481,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         text.append(f"### {dataset}: test {subset[0]['test_images']} images, {len(seeds)} seed(s); "
                     f"mean ± sd over seeds\n\n{format_table(subset)}\n")
     text.append(f"{setting.backbone} at {setting.size} px, epochs {setting.epochs}, cRT epochs {setting.crt_epochs}; "
-                f"{info['hardware']}; {info['wall_minutes']:.1f} min")
+                f"{info['hardware']}; runs took {info['run_minutes_total']:.1f} min in all, this call "
+                f"{info['wall_minutes']:.1f} min")
     report = "\n".join(text)
     write_text(out / "results.md", report + "\n")
     print(report, flush=True)
