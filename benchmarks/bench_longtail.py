@@ -108,9 +108,11 @@ class Setting:
     precision: str = "32"
 
 
-# Reduced: every run of both datasets, all methods and 3 seeds in under an hour
-# on one core of a 2-core VM (measured: see docs/benchmark.md). lcnet_050 trains
-# ~170 images/s at 64 px on one core, 4.5x resnet10t.
+# Reduced: all 60 runs (both datasets, all methods, 3 seeds) in under an hour on
+# one core of a shared 2-core VM: 40.6 min measured (docs/benchmark.md).
+# lcnet_050 trains ~170 images/s at 64 px on a free core, 4.5x resnet10t; at the
+# machine's load, one NIH epoch at 32 px (~60 s a run) is what fits. Far too
+# little to learn NIH: this setting checks the pipeline; --full ranks methods.
 REDUCED = Setting(backbone="lcnet_050", size=32, epochs={"nih": 1, "synthetic": 12}, crt_epochs=1, batch_size=32,
                   lr=3e-3, synthetic_images=1500, num_workers=0)
 # Full: the CheXNet backbone at the images' own 128 px (upsampling them adds
