@@ -47,7 +47,6 @@ the table is printed as Markdown.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -57,7 +56,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -171,8 +170,13 @@ def prepare_dataset(dataset: str, data: Path, out: Path, setting: Setting) -> tu
 
 # --------------------------------------------------------------------- runs
 def run_config(dataset: str, method: Method, seed: int, section: dict[str, Any], setting: Setting,
-               overrides: Sequence[str]) -> RunConfig:
-    """The validated configuration of one (dataset, method, seed) run."""
+               overrides: Sequence[str], report: bool = False) -> RunConfig:
+    """The validated configuration of one (dataset, method, seed) run.
+
+    `report`: each run's plots and reports; off by default because the
+    benchmark reads only metrics and predictions, and drawing them takes
+    longer than training a reduced run.
+    """
     raw: dict[str, Any] = {
         "name": f"{dataset}-{method.loss}-{method.sampler}{'-crt' if method.decoupled else ''}-seed{seed}",
         "data": json.loads(json.dumps(section)),
@@ -182,7 +186,7 @@ def run_config(dataset: str, method: Method, seed: int, section: dict[str, Any],
                   "num_workers": setting.num_workers, "precision": setting.precision, "monitor": "map",
                   "optimizer": {"name": "adamw", "lr": setting.lr}, "schedule": {"name": "cosine"},
                   "sampler": {"name": method.sampler}},
-        "evaluation": {"bootstrap": 0},
+        "evaluation": {"bootstrap": 0, "report": report},
     }
     if method.decoupled:
         # Stage 1 is named like a plain run's only stage so that its folder can be reused.
@@ -371,25 +375,6 @@ def hardware() -> str:
 
 
 # --------------------------------------------------------------------- main
-@contextlib.contextmanager
-def run_reports(enabled: bool) -> Iterator[None]:
-    """Within the block, leave out each run's plots and report.md unless `enabled`.
-
-    The benchmark reads only metrics and predictions, and drawing the plots
-    takes longer than training a reduced run; `finish_run` still writes the
-    model, thresholds, predictions and metrics files. Restored on exit.
-    """
-    from cxrlt.training import evaluate
-
-    original = evaluate.write_run_report
-    if not enabled:
-        evaluate.write_run_report = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        evaluate.write_run_report = original
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -455,9 +440,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 run_dir = out / "runs" / dataset / name / f"seed{seed}"
                 base_name = _base_method(name)
                 stage1 = out / "runs" / dataset / base_name / f"seed{seed}" / "stages" / "01-main" if base_name else None
-                config = run_config(dataset, METHODS[name], seed, section, setting, args.overrides)
-                with run_reports(args.plots):
-                    seconds = run_one(config, run_dir, stage1)
+                config = run_config(dataset, METHODS[name], seed, section, setting, args.overrides, args.plots)
+                seconds = run_one(config, run_dir, stage1)
                 done += 1
                 metrics = read_json(run_dir / "metrics.json")
                 elapsed = time.perf_counter() - started

@@ -275,6 +275,8 @@ class EvaluationConfig(Strict):
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for confidence intervals (0 = none)")
     temperature: bool = Field(False, description="fit a temperature on validation and report calibration after it")
     split: Literal["val", "test"] = "test"
+    report: bool = Field(True, description="plots, example CAMs, report.md and report.html at the end of a run "
+                         "(false for sweeps that read only metrics.json and predictions.csv)")
 
 
 class RunConfig(Strict):

@@ -101,9 +101,10 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
         else:
             warnings.warn(f"the {split} split is empty: the run's headline numbers are on validation")
     headline = results.get(split, results["val"])
-    meta = {**extra, "classes": list(data.classes), "image_size": last.image_size}
-    write_example_cams(model, meta, data.part(headline.split), headline.probs, run_dir / "plots" / "cams")
-    write_run_report(config, data, run_dir, headline)
+    if config.evaluation.report:
+        meta = {**extra, "classes": list(data.classes), "image_size": last.image_size}
+        write_example_cams(model, meta, data.part(headline.split), headline.probs, run_dir / "plots" / "cams")
+        write_run_report(config, data, run_dir, headline)
     return headline
 
 
