@@ -209,7 +209,7 @@ def _decode(path: Path, draft_size: int | None) -> np.ndarray:
 
 def _gray8_png(header: bytes) -> bool:
     """True when the PNG header (IHDR right after the signature) says 8-bit grayscale without alpha."""
-    return header[12:16] == b"IHDR" and header[24:26] == b"\x08\x00"
+    return header[12:16] == b"IHDR" and header[24] == 8 and header[25] == 0
 
 
 def _decode_gray_png(handle: BinaryIO) -> np.ndarray | None:
