@@ -384,31 +384,3 @@ def test_outputs_are_writable_arrays(tmp_path: Path):
     Image.fromarray(np.full((6, 9), 3, np.uint8)).save(path)
     for image in (decode_image(path), load_image(path, 6), load_image(path, 3), load_image(path, 12)):
         image[0, 0] = 1  # read-only arrays would raise here
-
-
-def test_gray_png_fast_path_is_pixel_identical_to_pillow(tmp_path, monkeypatch):
-    import cxrlt.data.images as images
-
-    pytest.importorskip("cv2")
-    rng = np.random.default_rng(7)
-    gray = rng.integers(0, 256, (37, 53), dtype=np.uint8)
-    Image.fromarray(gray).save(tmp_path / "gray.png")
-    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "rgb.png")
-    Image.fromarray(gray.astype(np.uint16) * 200).save(tmp_path / "deep.png")
-    used = []
-    original = images._decode_pillow
-    monkeypatch.setattr(images, "_decode_pillow", lambda *a, **k: used.append(a[2]) or original(*a, **k))
-    assert np.array_equal(decode_image(tmp_path / "gray.png"), gray) and used == []  # OpenCV decoded it
-    assert np.array_equal(decode_image(tmp_path / "rgb.png"), gray) and used == ["PNG"]  # colour: Pillow
-    decode_image(tmp_path / "deep.png")
-    assert used == ["PNG", "PNG"]  # 16 bit: Pillow
-
-
-def test_truncated_gray_png_is_named_without_library_noise(tmp_path, capfd):
-    rng = np.random.default_rng(8)
-    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "full.png")
-    data = (tmp_path / "full.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageDecodeError, match="cut.png.*truncated"):
-        decode_image(tmp_path / "cut.png")
-    assert "libpng" not in capfd.readouterr().err

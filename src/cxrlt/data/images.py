@@ -25,11 +25,6 @@ Intensity rules (the file's content, not its extension, decides the format):
   several are given), or else the value range as above -> inverted for
   MONOCHROME1 (or Presentation LUT Shape INVERSE) so bone is always bright.
 
-8-bit grayscale PNGs (every NIH and MIMIC-JPG-converted PNG) are decoded by
-OpenCV's libpng, about 1.3x faster than Pillow for a 1024 x 1024 film and
-pixel-identical (PNG is lossless); everything else, and anything OpenCV
-declines, goes through Pillow, which also words the errors.
-
 Every failure a user's file can cause (missing, empty, truncated, not an
 image, an undecodable DICOM) is raised as `ImageDecodeError` naming the file.
 """
@@ -61,7 +56,6 @@ _PILLOW_SIGNATURES = (
 # when their name says DICOM.
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 _HEADER_BYTES = 132
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
 
 # Rounding half up with a margin far below the spacing of exact averages
 # (they are rationals with denominators < 1e7), so ties do not depend on
@@ -196,37 +190,11 @@ def _decode(path: Path, draft_size: int | None) -> np.ndarray:
         if kind == "DICOM":
             image = _decode_dicom(handle, path, has_preamble=header[128:132] == b"DICM")
         else:
-            image = _decode_gray_png(handle) if kind == "PNG" and _gray8_png(header) else None
-            if image is None:
-                handle.seek(0)
-                image = _decode_pillow(handle, path, kind, draft_size)
+            image = _decode_pillow(handle, path, kind, draft_size)
     if image.ndim != 2 or image.size == 0:
         raise ImageDecodeError(f"decoded to an array of shape {image.shape}, not a 2-D image", path)
     if not image.flags.writeable:
         image = image.copy()  # arrays over Pillow's bytes are read-only; callers may edit theirs
-    return image
-
-
-def _gray8_png(header: bytes) -> bool:
-    """True when the PNG header (IHDR right after the signature) says 8-bit grayscale without alpha."""
-    return header[12:16] == b"IHDR" and header[24] == 8 and header[25] == 0
-
-
-def _decode_gray_png(handle: BinaryIO) -> np.ndarray | None:
-    """An 8-bit grayscale PNG through OpenCV, or None (then Pillow decodes it, or explains the failure)."""
-    try:
-        import cv2
-    except ImportError:
-        return None
-    data = handle.read()
-    if not data.endswith(_PNG_END):
-        return None  # truncated: libpng would print to stderr; Pillow names the problem instead
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
-    if image is None or image.ndim != 2 or image.dtype != np.uint8:
-        return None
     return image
 
 
