@@ -384,3 +384,13 @@ def test_outputs_are_writable_arrays(tmp_path: Path):
     Image.fromarray(np.full((6, 9), 3, np.uint8)).save(path)
     for image in (decode_image(path), load_image(path, 6), load_image(path, 3), load_image(path, 12)):
         image[0, 0] = 1  # read-only arrays would raise here
+
+
+def test_truncated_png_is_named_without_library_noise(tmp_path, capfd):
+    rng = np.random.default_rng(8)
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="cut.png.*truncated"):
+        decode_image(tmp_path / "cut.png")
+    assert capfd.readouterr().err == ""
