@@ -74,12 +74,19 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tmp_path, data_dir):
                                            "betas": [0.9, 0.999], "eps": 1e-08}
 
 
+TWO_STAGES = [{"name": "main", "epochs": 2}, {"name": "crt", "freeze_backbone": True, "epochs": 2}]
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path, data_dir):
+@pytest.mark.parametrize("stages, killed_after", [
+    ([], "stages/01-main/checkpoints/last.ckpt"),                 # mid-run: after epoch 1 of 3
+    (TWO_STAGES, "stages/02-crt/checkpoints/last.ckpt"),          # mid-way through the second stage
+], ids=["one-stage", "second-stage"])
+def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path, data_dir, stages, killed_after):
     # Both runs are fresh processes with the same environment: float results depend on the
     # intra-op thread count, which other tests in this process may have changed.
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(tiny_config(data_dir)))
+    config_path.write_text(yaml.safe_dump({**tiny_config(data_dir), "stages": stages}))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CXRLT_NO_PROGRESS": "1"}
 
     def start(run: Path) -> subprocess.Popen:
@@ -92,13 +99,13 @@ def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path, data_dir)
 
     run = tmp_path / "killed"
     process = start(run)
-    last = run / "stages/01-main/checkpoints/last.ckpt"
+    last = run / killed_after
     deadline = time.monotonic() + 300
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (run / "stages/01-main/done.json").exists(), "the run finished before it could be killed"
+    assert not (last.parent.parent / "done.json").exists(), "the stage finished before it could be killed"
     assert not (run / "model.safetensors").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "cxrlt", "train", "--resume", str(run)],
