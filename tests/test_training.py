@@ -117,6 +117,12 @@ def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path, data_dir,
         assert np.array_equal(ours[key].numpy(), theirs[key].numpy()), key
     assert json.loads((run / "metrics.json").read_text())["mean"] == json.loads(
         (reference / "metrics.json").read_text())["mean"]
+    # the epochs logged before the kill survive the resume: same curves as the uninterrupted run
+    from cxrlt.evaluation.report import read_training_logs
+
+    ours_logs, their_logs = read_training_logs(run), read_training_logs(reference)
+    assert list(run.glob("stages/*/logs/metrics-before-resume-1.csv"))
+    assert ours_logs[["stage", "epoch", "val/auc"]].equals(their_logs[["stage", "epoch", "val/auc"]])
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, data_dir):

@@ -14,13 +14,17 @@ from cxrlt.io import save_figure, write_text
 def read_training_logs(run_dir: Path) -> pd.DataFrame:
     """Per-epoch training loss and validation metrics of every stage, in order."""
     frames = []
-    for index, log in enumerate(sorted(Path(run_dir).glob("stages/*/logs/metrics.csv"))):
-        frame = pd.read_csv(log)
+    for index, logs in enumerate(sorted(Path(run_dir).glob("stages/*/logs"))):
+        # Attempts in order: logs kept from before each resume, then the current one; a later
+        # attempt's value for an epoch wins (the epoch was interrupted and re-run).
+        attempts = sorted(logs.glob("metrics-before-resume-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        parts = [pd.read_csv(log) for log in [*attempts, logs / "metrics.csv"] if log.is_file()]
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if "epoch" not in frame:
             continue
         columns = [c for c in ("train/loss_epoch", "val/map", "val/auc") if c in frame]
         per_epoch = frame.groupby("epoch")[columns].last().reset_index()
-        per_epoch.insert(0, "stage", log.parent.parent.name)
+        per_epoch.insert(0, "stage", logs.parent.name)
         per_epoch.insert(1, "stage_index", index)
         frames.append(per_epoch)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -18,6 +18,7 @@ end-of-epoch checkpoint.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 import warnings
@@ -170,6 +171,8 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=train_cfg.early_stopping_patience))
     last = stage.checkpoint("last")
     resuming = last.is_file()
+    if resuming:
+        _keep_earlier_log(stage.folder / "logs")
     loggers = [
         CSVLogger(stage.folder, name="logs", version=""),
         TensorBoardLogger(stage.folder, name="tensorboard", version="", default_hp_metric=False),
@@ -234,3 +237,17 @@ def load_run_config(run_dir: Path) -> RunConfig:
     """The resolved configuration saved in a run folder."""
     return load_config(Path(run_dir) / CONFIG_FILE)
 
+
+def _keep_earlier_log(logs: Path) -> None:
+    """Move the interrupted attempt's metrics.csv aside: Lightning's CSV logger deletes it when it restarts.
+
+    The epochs logged before the interruption live on as
+    `metrics-before-resume-N.csv`; `read_training_logs` reads them first.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    current = logs / "metrics.csv"
+    if rank_zero_only.rank != 0 or not current.is_file():
+        return
+    attempt = 1 + len(list(logs.glob("metrics-before-resume-*.csv")))
+    os.replace(current, logs / f"metrics-before-resume-{attempt}.csv")
