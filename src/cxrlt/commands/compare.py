@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.evaluation.bootstrap import paired_bootstrap, read_patients
     from cxrlt.evaluation.groups import class_groups
-    from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
+    from cxrlt.evaluation.predictions import align, match_tables, read_label_csv, read_predictions
 
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {args.resamples}")
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
     a = read_predictions(args.a, args.id_column)
     b = read_predictions(args.b, args.id_column)
-    rows, columns = match_tables(a, b)
+    rows, columns = match_tables(a, b, "a paired comparison needs predictions of the same images and classes")
     data = align(a, read_label_csv(args.labels, args.id_column, a.classes))
     classes = list(data.classes)
     probs_b = b.values[rows][:, columns]
@@ -92,38 +92,6 @@ def run(args: argparse.Namespace) -> int:
         written = write_comparison(args.out, report, groups, positives)
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-def match_tables(a: Any, b: Any) -> tuple[Any, list[int]]:
-    """Rows and columns of B in A's order; InputError when ids or classes differ."""
-    import numpy as np
-    import pandas as pd
-
-    from cxrlt.errors import InputError
-    from cxrlt.evaluation.predictions import _examples, _list
-    from cxrlt.labels import canonical_key
-
-    b_columns = {canonical_key(c): j for j, c in enumerate(b.classes)}
-    only_a = [c for c in a.classes if canonical_key(c) not in b_columns]
-    a_keys = {canonical_key(c) for c in a.classes}
-    only_b = [c for c in b.classes if canonical_key(c) not in a_keys]
-    if only_a or only_b:
-        parts = [f"only {a.name} has {_list(only_a)}" if only_a else "",
-                 f"only {b.name} has {_list(only_b)}" if only_b else ""]
-        raise InputError(f"the two prediction tables must score the same classes: {'; '.join(p for p in parts if p)}")
-    rows = pd.Index(b.ids).get_indexer(pd.Index(a.ids))
-    if (rows < 0).any() or len(a) != len(b):
-        missing_in_b = [str(i) for i, r in zip(a.ids, rows) if r < 0]
-        missing_in_a = [str(i) for i in pd.Index(b.ids).difference(pd.Index(a.ids), sort=False)]
-        parts = []
-        if missing_in_b:
-            parts.append(f"{len(missing_in_b)} of the {len(a)} ids of {a.name} are not in {b.name} "
-                         f"(e.g. {_examples(missing_in_b)})")
-        if missing_in_a:
-            parts.append(f"{len(missing_in_a)} of the {len(b)} ids of {b.name} are not in {a.name} "
-                         f"(e.g. {_examples(missing_in_a)})")
-        raise InputError("a paired comparison needs predictions for the same images: " + "; ".join(parts))
-    return np.asarray(rows), [b_columns[canonical_key(c)] for c in a.classes]
 
 
 def _span(entry: dict[str, Any]) -> str:

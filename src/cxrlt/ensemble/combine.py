@@ -26,21 +26,14 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
-import pandas as pd
 
 from cxrlt.ensemble.merge import check_merge, merge_probabilities
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
-from cxrlt.evaluation.predictions import ClassTable, align
+from cxrlt.evaluation.predictions import ClassTable, align, match_tables, quote_examples
 from cxrlt.labels import canonical_key
 
 Metric = Literal["ap", "auc"]
-_EXAMPLES = 3
-
-
-def _examples(items: Sequence[str]) -> str:
-    shown = ", ".join(repr(str(i)) for i in list(items)[:_EXAMPLES])
-    return shown + (", ..." if len(items) > _EXAMPLES else "")
 
 
 def stack_tables(tables: Sequence[ClassTable]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
@@ -51,40 +44,10 @@ def stack_tables(tables: Sequence[ClassTable]) -> tuple[np.ndarray, tuple[str, .
     if not tables:
         raise InputError("an ensemble needs at least one prediction table")
     first = tables[0]
-    first_keys = [canonical_key(c) for c in first.classes]
-    first_ids = pd.Index(first.ids)
     stacked = np.empty((len(tables), len(first), len(first.classes)), dtype=np.float64)
     for m, table in enumerate(tables):
-        where = f"prediction tables {first.name} and {table.name}"
-        keys = {canonical_key(c): j for j, c in enumerate(table.classes)}
-        only_first = [c for c, k in zip(first.classes, first_keys) if k not in keys]
-        only_other = [c for c in table.classes if canonical_key(c) not in set(first_keys)]
-        if only_first or only_other or len(keys) != len(first_keys):
-            parts = []
-            if only_first:
-                parts.append(f"{len(only_first)} class(es) only in the first ({_examples(only_first)})")
-            if only_other:
-                parts.append(f"{len(only_other)} class(es) only in the second ({_examples(only_other)})")
-            raise InputError(
-                f"the {where} do not have the same classes: {'; '.join(parts) or 'different columns'}; "
-                "ensemble members must predict the same label space"
-            )
-        rows = pd.Index(table.ids).get_indexer(first_ids)
-        if (rows < 0).any() or len(table) != len(first):
-            missing = [i for i, r in zip(first.ids, rows) if r < 0]
-            extra = list(pd.Index(table.ids).difference(first_ids, sort=False))
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} of the {len(first)} ids of the first are not in the second "
-                             f"(e.g. {_examples(missing)})")
-            if extra:
-                parts.append(f"{len(extra)} of the {len(table)} ids of the second are not in the first "
-                             f"(e.g. {_examples(extra)})")
-            raise InputError(
-                f"the {where} do not cover the same images (matched by image id): {'; '.join(parts)}; "
-                "ensemble members must predict the same images (the same split of the same data)"
-            )
-        columns = [keys[k] for k in first_keys]
+        rows, columns = match_tables(first, table, "ensemble members must predict the same images (the same split "
+                                     "of the same data) and the same label space")
         stacked[m] = table.values[rows][:, columns]
     return first.ids, first.classes, stacked
 
@@ -181,7 +144,7 @@ def classwise_selection(val_tables: Sequence[ClassTable], labels: ClassTable, to
     if fallback.any():
         warnings.warn(
             f"validation {metric.upper()} is undefined for {int(fallback.sum())} class(es) "
-            f"({_examples([val_tables[0].classes[j] for j in np.flatnonzero(fallback)])}): they use all members",
+            f"({quote_examples([val_tables[0].classes[j] for j in np.flatnonzero(fallback)])}): they use all members",
             UndefinedMetricWarning, stacklevel=2,
         )
     return Selection(tuple(val_tables[0].classes), names, metric, top_k, scores, tuple(chosen), fallback)
@@ -197,8 +160,8 @@ def classwise_ensemble(test_tables: Sequence[ClassTable], selection: Selection,
     column = {canonical_key(c): j for j, c in enumerate(classes)}
     if set(column) != {canonical_key(c) for c in selection.classes}:
         raise InputError(
-            f"the test tables' classes ({_examples(classes)}) differ from the validation tables' "
-            f"({_examples(selection.classes)}); each member's validation and test tables must share classes"
+            f"the test tables' classes ({quote_examples(classes)}) differ from the validation tables' "
+            f"({quote_examples(selection.classes)}); each member's validation and test tables must share classes"
         )
     merged = np.empty(values.shape[1:])
     for name, chosen in zip(selection.classes, selection.members):

@@ -290,8 +290,38 @@ def _list(items: Sequence[str], limit: int = 12) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _examples(items: Sequence[str]) -> str:
+def quote_examples(items: Sequence[str]) -> str:
+    """The first few `items` quoted for an error message, "..." when there are more."""
     return ", ".join(repr(str(i)) for i in items[:_EXAMPLES]) + (", ..." if len(items) > _EXAMPLES else "")
+
+
+def match_tables(first: ClassTable, other: ClassTable, purpose: str) -> tuple[np.ndarray, list[int]]:
+    """Rows and columns of `other` in `first`'s order (ids exactly, classes by canonical name).
+
+    Two prediction tables that must score the same images and classes
+    (paired comparison, ensemble members). InputError naming both files, the
+    classes only one of them has and example ids only one of them has;
+    `purpose` ends the message with why they must match.
+    """
+    where = f"the prediction tables {first.name} and {other.name}"
+    columns = {canonical_key(c): j for j, c in enumerate(other.classes)}
+    first_keys = {canonical_key(c) for c in first.classes}
+    only_first = [c for c in first.classes if canonical_key(c) not in columns]
+    only_other = [c for c in other.classes if canonical_key(c) not in first_keys]
+    if only_first or only_other or len(columns) != len(first_keys):
+        parts = [f"{len(names)} class(es) only in the {side} ({quote_examples(names)})"
+                 for names, side in ((only_first, "first"), (only_other, "second")) if names]
+        raise InputError(f"{where} do not have the same classes: {'; '.join(parts) or 'repeated columns'}; {purpose}")
+    first_ids = pd.Index(first.ids)
+    rows = pd.Index(other.ids).get_indexer(first_ids)
+    if (rows < 0).any() or len(other) != len(first):
+        missing = [str(i) for i, r in zip(first.ids, rows) if r < 0]
+        extra = [str(i) for i in pd.Index(other.ids).difference(first_ids, sort=False)]
+        parts = [f"{len(ids)} of the {size} ids of {a} are not in {b} (e.g. {quote_examples(ids)})"
+                 for ids, size, a, b in ((missing, len(first), first.name, other.name),
+                                         (extra, len(other), other.name, first.name)) if ids]
+        raise InputError(f"{where} do not cover the same images (matched by image id): {'; '.join(parts)}; {purpose}")
+    return np.asarray(rows), [columns[canonical_key(c)] for c in first.classes]
 
 
 # ---------------------------------------------------------------------------- align
@@ -327,10 +357,10 @@ def align(pred: ClassTable, labels: ClassTable) -> Aligned:
         label_only = list(label_index.difference(pd.Index(pred.ids), sort=False))
         parts = []
         if pred_only:
-            parts.append(f"{len(pred_only)} of the {len(pred)} predicted ids have no labels (e.g. {_examples(pred_only)})")
+            parts.append(f"{len(pred_only)} of the {len(pred)} predicted ids have no labels (e.g. {quote_examples(pred_only)})")
         if label_only:
             parts.append(
-                f"{len(label_only)} of the {len(labels)} labelled ids have no prediction (e.g. {_examples(label_only)})"
+                f"{len(label_only)} of the {len(labels)} labelled ids have no prediction (e.g. {quote_examples(label_only)})"
             )
         raise InputError(
             f"the {where} do not cover the same images (matched by {pred.id_column!r} / {labels.id_column!r}): "
