@@ -377,6 +377,23 @@ def parse_config(raw: dict[str, Any], origin: str = "config") -> RunConfig:
         raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
 
 
+def load_data_config(path: str | Path, overrides: Sequence[str] = (), purpose: str = "this command reads") -> DataConfig:
+    """Load and validate only the `data` section of a run YAML (after overrides).
+
+    For commands that touch the data alone (`cxrlt prepare`, `cxrlt check`):
+    they must not fail on, or depend on the registries of, the model, loss or
+    training sections. `purpose` completes the message when the section is
+    missing ("`cxrlt check` reads its labels and images from it").
+    """
+    raw = apply_overrides(load_yaml(path), overrides)
+    if not isinstance(raw.get("data"), dict):
+        raise ConfigError(f"{path}: no `data` section (sources, images...); {purpose}")
+    try:
+        return DataConfig.model_validate(raw["data"])
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc, prefix='data')}") from None
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Load, override and validate a run configuration file."""
     return parse_config(apply_overrides(load_yaml(path), overrides), origin=str(path))

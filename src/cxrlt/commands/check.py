@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the table, scan the images, print the bad ones by reason, write --out."""
+    from cxrlt.config import load_data_config
     from cxrlt.data.images import scan_images
     from cxrlt.data.sources import load_table
     from cxrlt.errors import ConfigError
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.out.suffix.lower() if args.out is not None else None
     if suffix not in (None, ".json", ".csv"):
         raise ConfigError(f"--out {args.out}: the suffix must be .json or .csv (it chooses the format)")
-    data = _data_config(args.config, args.override)
+    data = load_data_config(args.config, args.override, "`cxrlt check` reads its labels and images from it")
     table = load_table(data)
     paths = table.image_paths()
     print(f"label table: {len(table)} images, {table.n_classes} classes ({_splits(table)})")
@@ -65,23 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"wrote {args.out}")
     return EXIT_BAD_IMAGES if rows else 0
-
-
-def _data_config(path: Path, overrides: list[str]):  # -> cxrlt.config.DataConfig
-    """The validated `data` section of the YAML at `path`, after overrides."""
-    from pydantic import ValidationError
-
-    from cxrlt.config import DataConfig, apply_overrides, load_yaml
-    from cxrlt.errors import ConfigError
-    from cxrlt.registry import format_validation_error
-
-    raw = apply_overrides(load_yaml(path), overrides)
-    if not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: no `data` section (sources, images...); `cxrlt check` reads its labels and images from it")
-    try:
-        return DataConfig.model_validate(raw["data"])
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, prefix='data')}") from None
 
 
 def _splits(table) -> str:  # table: cxrlt.data.table.LabelTable

@@ -51,50 +51,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_data_config(path: Path):  # -> cxrlt.config.DataConfig
-    """Validate only the `data` section of a run YAML: preparing needs nothing else.
+def _finished_before(out: Path, size: int, fingerprint: str) -> int:
+    """Images an earlier, interrupted `prepare` of the same table and size already decoded into `out`."""
+    from cxrlt.data.cache import read_cache_info
+    from cxrlt.errors import InputError
 
-    (The model, loss and training sections are checked by the commands that
-    use them; preparing must not depend on their registries.)
-    """
-    from pydantic import ValidationError
-
-    from cxrlt.config import DataConfig, load_yaml
-    from cxrlt.errors import ConfigError
-    from cxrlt.registry import format_validation_error
-
-    raw = load_yaml(path)
-    if not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: no `data` section (sources, images...); `cxrlt prepare` reads its images from it")
     try:
-        return DataConfig.model_validate(raw["data"])
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, prefix='data')}") from None
+        before = read_cache_info(out)
+    except InputError:
+        return 0  # a new folder, or one prepare_cache will refuse or rebuild
+    return before.finished if (before.size, before.fingerprint) == (size, fingerprint) else 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare (or finish) the cache and print its throughput."""
     import time
 
+    from cxrlt.config import load_data_config
     from cxrlt.data.cache import prepare_cache, read_cache_info
     from cxrlt.data.images import default_workers
     from cxrlt.data.sources import load_table
-    from cxrlt.errors import InputError
 
-    data = load_data_config(args.config)
+    data = load_data_config(args.config, purpose="`cxrlt prepare` reads its images from it")
     table = load_table(data)
     size = args.size or data.images.stored
     workers = default_workers() if args.workers is None else max(0, args.workers)
     skip_bad = bool(args.skip_bad or data.images.skip_bad)
 
-    already = 0
-    try:
-        before = read_cache_info(args.out)
-        if before.size == size and before.fingerprint == table.fingerprint() and not args.overwrite:
-            already = before.finished
-    except InputError:
-        pass  # a new folder, or one prepare_cache will refuse or rebuild
-
+    already = 0 if args.overwrite else _finished_before(args.out, size, table.fingerprint())
     start = time.perf_counter()
     prepare_cache(table, args.out, size, workers=workers, progress=not args.quiet, skip_bad=skip_bad, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
