@@ -18,7 +18,7 @@ from typing import Sequence
 
 from cxrlt import __version__
 from cxrlt.commands import COMMANDS
-from cxrlt.errors import CxrltError
+from cxrlt.errors import CxrltError, Interrupted
 from cxrlt.progress import ENV_DISABLE
 
 
@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    except Interrupted as exc:
+        print(f"cxrlt {args.command}: interrupted: {user_message(exc)}", file=sys.stderr)
+        return exc.exit_code
     except CxrltError as exc:
         if args.debug:
             raise

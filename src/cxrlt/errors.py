@@ -44,3 +44,9 @@ class TrainingDiverged(CxrltError):
     """The loss became NaN or infinite; training stopped."""
 
     exit_code = 3
+
+
+class Interrupted(CxrltError):
+    """The user stopped the command (Ctrl-C / SIGINT); the message says where it stopped and how to go on."""
+
+    exit_code = 130
