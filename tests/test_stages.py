@@ -152,7 +152,7 @@ def test_channels_last_converts_the_weights_and_keeps_the_outputs(channels_last)
     with torch.no_grad():
         before = model(images)
     module = ClassifierModule(model, build_loss("bce"), OptimizerSpec(name="adam"), ScheduleSpec(name="constant"),
-                              steps_per_epoch=1, epochs=1, seed=0, channels_last=channels_last)
+                              epochs=1, seed=0, channels_last=channels_last)
     conv = next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     with torch.no_grad():

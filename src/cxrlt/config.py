@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 import importlib
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from cxrlt.errors import ConfigError
@@ -279,10 +279,21 @@ class EvaluationConfig(Strict):
                          "(false for sweeps that read only metrics.json and predictions.csv)")
 
 
+def _plain_name(value: str) -> str:
+    from cxrlt.errors import InputError
+    from cxrlt.ownership import check_name
+
+    try:
+        return check_name(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class RunConfig(Strict):
     """A whole training and evaluation run."""
 
-    name: str = "run"
+    name: Annotated[str, AfterValidator(_plain_name)] = Field(
+        "run", description="the run's name: the default output folder is runs/NAME, so a plain folder name")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossSpec = Field(default_factory=lambda: LossSpec(name="bce"))

@@ -40,6 +40,10 @@ class ImageDecodeError(InputError):
     """An image file cannot be read as a picture."""
 
 
+class DiskFull(InputError):
+    """A write failed, or would fail, for lack of space; the previous version of the file is kept."""
+
+
 class TrainingDiverged(CxrltError):
     """The loss became NaN or infinite; training stopped."""
 

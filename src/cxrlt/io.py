@@ -8,13 +8,15 @@ finishes without an exception (rename within one file system is atomic).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from cxrlt.errors import InputError
+from cxrlt.errors import DiskFull, InputError
 
 
 @contextlib.contextmanager
@@ -38,9 +40,50 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the usual permissions.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def disk_full(path: str | Path, need: int | None = None) -> DiskFull:
+    """The error for a write to `path` that did not fit: the disk (mount point), what is free, what was needed."""
+    path = Path(path)
+    mount = _mount_point(path.parent)
+    free = shutil.disk_usage(mount).free
+    needed = f", need {_size(need)}" if need is not None else ""
+    return DiskFull(
+        f"no space left on {mount}: {_size(free)} free{needed}; {path.name} was not written and its previous "
+        "version (if any) is kept. Free some space, or write to another disk", path
+    )
+
+
+def ensure_space(path: str | Path, need: int) -> None:
+    """Refuse (DiskFull) before writing `need` bytes to `path` when its disk has less free."""
+    path = Path(path)
+    if shutil.disk_usage(_mount_point(path.parent)).free < need:
+        raise disk_full(path, need)
 
 
 def _umask() -> int:

@@ -154,25 +154,37 @@ def claim(folder: str | Path, kind: str, adopt: Callable[[Path], bool] | None = 
     - anything else: refused, naming what is there.
     """
     folder = Path(folder)
+    state = check_claimable(folder, kind, adopt, hint)
+    if state == "owned":
+        return OwnedFolder(folder, kind)
+    owned_folder = _mark(folder, kind)
+    if state == "adopt":
+        owned_folder.record(*(name for name in _entries(folder) if name not in BOOKKEEPING))
+    return owned_folder
+
+
+def check_claimable(folder: str | Path, kind: str, adopt: Callable[[Path], bool] | None = None,
+                    hint: str = "choose a new or empty folder") -> str:
+    """What `claim` would do ("new", "owned" or "adopt"), or its refusal, without writing anything."""
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"exists and is not a folder; {hint}", folder)
-    if folder.is_dir():
-        marker = read_marker(folder)
-        if marker is not None:
-            if marker["kind"] != kind:
-                raise InputError(f"holds a cxrlt {marker['kind']} folder, not a {kind}; {hint}", folder)
-            return OwnedFolder(folder, kind)
-        present = [name for name in _entries(folder) if name not in BOOKKEEPING]
-        if present and adopt is not None and adopt(folder):
-            owned = _mark(folder, kind)
-            owned.record(*present)
-            return owned
-        if present:
-            raise InputError(
-                f"holds files cxrlt did not write ({_listing(present)}); nothing was changed. cxrlt writes only into "
-                f"new or empty folders and its own {kind} folders; {hint}", folder
-            )
-    return _mark(folder, kind)
+    if not folder.is_dir():
+        return "new"
+    marker = read_marker(folder)
+    if marker is not None:
+        if marker["kind"] != kind:
+            raise InputError(f"holds a cxrlt {marker['kind']} folder, not a {kind}; {hint}", folder)
+        return "owned"
+    present = [name for name in _entries(folder) if name not in BOOKKEEPING]
+    if not present:
+        return "new"
+    if adopt is not None and adopt(folder):
+        return "adopt"
+    raise InputError(
+        f"holds files cxrlt did not write ({_listing(present)}); nothing was changed. cxrlt writes only into "
+        f"new or empty folders and its own {kind} folders; {hint}", folder
+    )
 
 
 def _mark(folder: Path, kind: str) -> OwnedFolder:
@@ -225,10 +237,7 @@ class FolderLock:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise InputError(
-                f"is in use by another cxrlt process ({describe_holder(self.folder)}); one process writes a folder "
-                "at a time. Wait for it to finish (or stop it), or choose another folder", self.folder
-            ) from None
+            raise _in_use(self.folder) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
                   "command": " ".join(sys.argv)[:300], "launch": launch_id(),
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -252,6 +261,19 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _in_use(folder: Path) -> InputError:
+    return InputError(
+        f"is in use by another cxrlt process ({describe_holder(folder)}); one process writes a folder at a time. "
+        "Wait for it to finish (or stop it), or choose another folder", folder
+    )
+
+
+def refuse_if_locked(folder: str | Path) -> None:
+    """Stop at once when another process holds `folder`'s lock (before any slow work)."""
+    if is_locked(folder):
+        raise _in_use(Path(folder))
 
 
 def holder_info(folder: str | Path) -> dict:
@@ -338,3 +360,25 @@ def is_writer() -> bool:
     local = os.environ.get("LOCAL_RANK", "0").strip() or "0"
     node = (os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0").strip()
     return local == "0" and node == "0"
+
+
+def exit_with_parent() -> None:
+    """In a process started by a launcher (Lightning's, torchrun), die when the launcher dies.
+
+    A launcher killed with SIGKILL cannot stop its ranks; without this they
+    would train on, unobserved, and write the run folder while a resumed run
+    starts. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing changes.
+    """
+    if "LOCAL_RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getppid()
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os._exit(1)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
     from cxrlt.config import RunConfig
 
+DATA = "data"
 HELP = "generate the synthetic long-tailed chest X-rays, train a small CNN, evaluate it (a few CPU minutes)"
 DESCRIPTION = """
 Generates 5,000 synthetic frontal chest films whose 14 NIH findings follow the
@@ -45,23 +46,28 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.config import apply_overrides, parse_config
     from cxrlt.cli import quiet_lightning
-    from cxrlt.training.run import CONFIG_FILE, resume, train
+    from cxrlt.runs.folder import RunFolder
+    from cxrlt.training.run import resume, train
 
     started = time.monotonic()
     out = Path(args.out)
     progress = not args.no_progress
     quiet_lightning()
-    if (out / CONFIG_FILE).is_file():
+    folder = RunFolder(out)
+    if folder.started:
         if args.overrides:
             print(f"{out} already holds a demo run; overrides are ignored (use another --out to change settings)")
         result = resume(out, progress=progress)
     else:
         raw = yaml.safe_load(resources.files("cxrlt.resources").joinpath("demo.yaml").read_text())
-        raw["data"]["sources"][0]["out"] = str(out / "data")
+        raw["data"]["sources"][0]["out"] = str(out / DATA)
         config = parse_config(apply_overrides(raw, args.overrides), origin="demo config")
+        folder.claim(DATA)  # the generated films and their cache live in the run folder
         if config.data.images.cache is None:
-            config.data.images.cache = _prepare(config, out / "data" / "cache", progress)
+            config.data.images.cache = _prepare(config, out / DATA / "cache", progress)
         result = train(config, out, progress=progress)
+    if result.metrics is None:
+        return 0  # a non-zero rank of a multi-process run: rank 0 evaluates and prints
     print(result.metrics.table)
     minutes = (time.monotonic() - started) / 60
     print(f"\ndemo finished in {minutes:.1f} min; results in {result.run_dir}: metrics.json, predictions.csv, "

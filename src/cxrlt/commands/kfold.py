@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         out = Path(args.out or Path("runs") / f"{config.name}-kfold")
         result = kfold(config, out, args.folds, args.merge, progress=progress)
+    if result is None:
+        return 0  # a non-zero rank of a multi-process run: rank 0 combines and prints
     print(result.table)
     print(f"\nk-fold folder: {result.run_dir}  (predictions_oof.csv, metrics_oof.json, predictions.csv, metrics.json, "
           "folds/)")

@@ -42,14 +42,18 @@ from cxrlt.config import RunConfig, load_config, parse_config
 from cxrlt.data.stats import LabelStats
 from cxrlt.ensemble.combine import stack_tables
 from cxrlt.ensemble.merge import check_merge, merge_probabilities
-from cxrlt.errors import ConfigError, InputError
+from cxrlt.errors import ConfigError, InputError, Interrupted
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics, tune_thresholds
 from cxrlt.evaluation.predictions import ClassTable, read_predictions, write_predictions
 from cxrlt.io import read_json, write_json, write_text
+from cxrlt.ownership import claim, is_writer, refuse_if_locked, wait_for_writer
+from cxrlt.runs.folder import RunFolder
 
+KIND = "kfold"
 BASE_CONFIG = "kfold.yaml"
 STATE = "kfold.json"
 FOLD_DONE = "fold.json"
+LAYOUT = (BASE_CONFIG, STATE, "folds", "predictions_oof.csv", "metrics_oof.json", "predictions.csv", "metrics.json")
 
 
 @dataclass
@@ -78,21 +82,29 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
 
 
 def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "arithmetic",
-          progress: bool = True) -> KFoldResult:
+          progress: bool = True) -> KFoldResult | None:
     """Train (or resume) one model per fold in `run_dir`, then write out-of-fold and test predictions.
 
     A folder that already holds a k-fold run continues it when `config`,
     `folds` and `merge` are the ones it was started with, and is refused
-    otherwise.
+    otherwise. In a multi-process launch the non-zero ranks train their
+    shard of every fold and return None; rank 0 writes and combines.
     """
-    from cxrlt.training.run import resume, train
+    from cxrlt.training.data import load_run_data
+    from cxrlt.training.run import check_start
 
     run_dir = Path(run_dir)
     check_merge(merge)
     if folds < 2:
         raise ConfigError(f"k-fold needs at least 2 folds, got {folds}")
+    if not is_writer():
+        wait_for_writer(run_dir, lambda folder: (folder / BASE_CONFIG).is_file(), what=f"the k-fold folder {run_dir}")
+        _train_folds(config, run_dir, folds, progress)
+        return None
+    refuse_if_locked(run_dir)
     text = config.to_yaml()
-    if (run_dir / BASE_CONFIG).is_file():
+    started = (run_dir / BASE_CONFIG).is_file()
+    if started:
         state = read_json(run_dir / STATE) if (run_dir / STATE).is_file() else {}
         if (run_dir / BASE_CONFIG).read_text(encoding="utf-8") != text or state.get("folds") != folds \
                 or state.get("merge") != merge:
@@ -102,23 +114,47 @@ def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "
                 f"`cxrlt kfold --resume {run_dir}` or choose another --out folder"
             )
     else:
-        write_text(run_dir / BASE_CONFIG, text)
-        write_json(run_dir / STATE, {"folds": folds, "merge": merge, "complete": False})
+        # Everything a start can get wrong fails before the folder is claimed.
+        first = fold_config(config, folds, 0)
+        check_start(first, load_run_data(first), RunFolder(fold_dir(run_dir, 0)))
+    folder = claim(run_dir, KIND, adopt=_legacy_kfold, hint="choose a new or empty --out folder")
+    folder.record(*LAYOUT)
+    with folder.lock("kfold"):
+        if not started:
+            write_json(run_dir / STATE, {"folds": folds, "merge": merge, "complete": False})
+            write_text(run_dir / BASE_CONFIG, text)  # last: a folder with it is a started k-fold run
+        _train_folds(config, run_dir, folds, progress)
+        return combine_folds(run_dir, progress=progress)
+
+
+def _train_folds(config: RunConfig, run_dir: Path, folds: int, progress: bool) -> None:
+    """Train or resume every unfinished fold (every process of a multi-process launch runs this)."""
+    from cxrlt.training.run import resume, train
 
     for k in range(folds):
         folder = fold_dir(run_dir, k)
         done = folder / FOLD_DONE
         if done.is_file():
             continue
-        if (folder / "config.yaml").is_file():
-            result = resume(folder, progress=progress)
-        else:
-            result = train(fold_config(config, folds, k), folder, progress=progress)
+        try:
+            if RunFolder(folder).started:
+                result = resume(folder, progress=progress)
+            else:
+                result = train(fold_config(config, folds, k), folder, progress=progress)
+        except Interrupted as exc:
+            raise Interrupted(f"fold {k} of {folds}: {exc} The k-fold run continues with `cxrlt kfold --resume "
+                              f"{run_dir}`.") from None
+        if result.metrics is None:
+            continue  # not rank 0: rank 0 records the fold
         val = read_json(folder / "metrics_val.json")
         summary = {"fold": k, "val": val["mean"], "test": result.metrics.metrics["mean"]
                    if result.metrics.split == "test" else None}
         write_json(done, summary)
-    return combine_folds(run_dir, progress=progress)
+
+
+def _legacy_kfold(folder: Path) -> bool:
+    """A k-fold folder written before folders carried a marker."""
+    return (folder / BASE_CONFIG).is_file() and (folder / STATE).is_file()
 
 
 def resume_kfold(run_dir: str | Path, progress: bool = True) -> KFoldResult:

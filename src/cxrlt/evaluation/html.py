@@ -577,13 +577,13 @@ def _training(run: _Run) -> str:
 def _draw_training_curves(run_dir: Path) -> bytes | None:
     import tempfile
 
-    from cxrlt.evaluation.report import plot_training_curves, read_training_logs
+    from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs
 
     logs = read_training_logs(run_dir)
     if logs.empty:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = plot_training_curves(logs, Path(tmp) / "curves.png")
+        path = plot_training_curves(logs, Path(tmp) / "curves.png", read_learning_rates(run_dir))
         return path.read_bytes() if path is not None else None
 
 

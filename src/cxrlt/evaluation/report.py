@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,27 +11,53 @@ import pandas as pd
 from cxrlt.io import save_figure, write_text
 
 
+def _stage_logs(run_dir: Path) -> Iterator[tuple[int, str, pd.DataFrame]]:
+    """(stage index, stage folder name, every logged row) for each stage with logs.
+
+    Attempts in order: logs kept from before each resume, then the current
+    one; for an epoch or step logged twice a later attempt's row comes later
+    (the epoch was interrupted and re-run), so `.last()` picks it.
+    """
+    for index, logs in enumerate(sorted(Path(run_dir).glob("stages/*/logs"))):
+        attempts = sorted(logs.glob("metrics-before-resume-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        parts = [pd.read_csv(log) for log in [*attempts, logs / "metrics.csv"] if log.is_file()]
+        if parts:
+            yield index, logs.parent.name, pd.concat(parts, ignore_index=True)
+
+
 def read_training_logs(run_dir: Path) -> pd.DataFrame:
     """Per-epoch training loss and validation metrics of every stage, in order."""
     frames = []
-    for index, logs in enumerate(sorted(Path(run_dir).glob("stages/*/logs"))):
-        # Attempts in order: logs kept from before each resume, then the current one; a later
-        # attempt's value for an epoch wins (the epoch was interrupted and re-run).
-        attempts = sorted(logs.glob("metrics-before-resume-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-        parts = [pd.read_csv(log) for log in [*attempts, logs / "metrics.csv"] if log.is_file()]
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    for index, stage, frame in _stage_logs(run_dir):
         if "epoch" not in frame:
             continue
         columns = [c for c in ("train/loss_epoch", "val/map", "val/auc") if c in frame]
         per_epoch = frame.groupby("epoch")[columns].last().reset_index()
-        per_epoch.insert(0, "stage", logs.parent.name)
+        per_epoch.insert(0, "stage", stage)
         per_epoch.insert(1, "stage_index", index)
         frames.append(per_epoch)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def plot_training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
-    """Training loss and validation mAP / mean AUC per epoch, stages one after another."""
+def read_learning_rates(run_dir: Path) -> pd.DataFrame:
+    """The learning rate of every optimiser step, stages one after another: columns stage, stage_index, step, lr."""
+    frames = []
+    for index, stage, frame in _stage_logs(run_dir):
+        columns = [c for c in frame.columns if c.startswith("lr-")]  # Lightning names it after the optimiser
+        if not columns:
+            continue
+        rows = frame.dropna(subset=columns[:1])
+        per_step = rows.groupby("step")[columns[0]].last().reset_index().rename(columns={columns[0]: "lr"})
+        per_step.insert(0, "stage", stage)
+        per_step.insert(1, "stage_index", index)
+        frames.append(per_step)
+    if not frames:
+        return pd.DataFrame(columns=["stage", "stage_index", "step", "lr"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_training_curves(logs: pd.DataFrame, path: Path, rates: pd.DataFrame | None = None) -> Path | None:
+    """Training loss and validation mAP / mean AUC per epoch, and the learning rate per step; stages one after another."""
     if logs.empty:
         return None
     import matplotlib
@@ -39,7 +65,9 @@ def plot_training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    show_lr = rates is not None and not rates.empty
+    fig, axes = plt.subplots(1, 3 if show_lr else 2, figsize=(16 if show_lr else 11, 4))
+    ax_loss, ax_val = axes[0], axes[1]
     x = np.arange(1, len(logs) + 1)
     if "train/loss_epoch" in logs:
         ax_loss.plot(x, logs["train/loss_epoch"], marker="o", color="#444444")
@@ -53,6 +81,14 @@ def plot_training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         for start in logs.index[logs["stage_index"].diff().fillna(0) > 0]:
             ax.axvline(start + 0.5, color="#999999", linestyle="--", linewidth=1)
+    if show_lr:
+        ax_lr = axes[2]
+        steps = np.arange(1, len(rates) + 1)
+        ax_lr.plot(steps, rates["lr"], color="#2f855a")
+        ax_lr.set(title="learning rate", xlabel="optimiser step (all stages)", ylabel="learning rate")
+        ax_lr.grid(alpha=0.3)
+        for start in rates.index[rates["stage_index"].diff().fillna(0) > 0]:
+            ax_lr.axvline(start + 0.5, color="#999999", linestyle="--", linewidth=1)
     return save_figure(path, fig)
 
 

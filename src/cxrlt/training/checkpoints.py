@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cxrlt.errors import InputError
-from cxrlt.io import atomic_path
+from cxrlt.io import atomic_path, ensure_space
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,6 +17,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     and always loads with `weights_only=True` (plain tensors and containers)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        # torch.save reports a full disk as a generic RuntimeError: check the space the tensors need first.
+        ensure_space(path, _tensor_bytes(checkpoint))
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -42,3 +44,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The `model.` weights of a Lightning checkpoint, prefix removed."""
     return {key[len("model."):]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
+
+
+def _tensor_bytes(tree: Any) -> int:
+    """Bytes of every tensor in a nested checkpoint dictionary."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(_tensor_bytes(value) for value in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(_tensor_bytes(value) for value in tree)
+    return 0

@@ -28,7 +28,7 @@ from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compu
 from cxrlt.evaluation.html import write_html_report
 from cxrlt.evaluation.plots import write_plots
 from cxrlt.evaluation.predictions import write_predictions
-from cxrlt.evaluation.report import plot_training_curves, read_training_logs, write_report
+from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs, write_report
 from cxrlt.io import write_json
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.training.checkpoints import load_checkpoint, model_state
@@ -191,7 +191,8 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
                         data.train_stats.positives)
     plots.append(write_reliability_plot(plots_dir / "reliability.png", data.part(scored.split).labels,
                                         scored.probs, groups, temperature=scored.metrics["calibration"]["temperature"]))
-    curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png")
+    curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png",
+                                  read_learning_rates(run_dir))
     label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
     setup = {
@@ -213,8 +214,12 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResul
     from cxrlt.training.data import load_run_data
     from cxrlt.training.run import load_run_config
 
+    from cxrlt.runs.folder import RunFolder
+
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    model, meta = load_model(run_dir)
-    data = load_run_data(config)
-    return evaluate_split(model, meta, config, data, run_dir, split, meta["image_size"], progress)
+    RunFolder(run_dir).require_started()
+    with RunFolder(run_dir).writing("evaluate"):
+        config = load_run_config(run_dir)
+        model, meta = load_model(run_dir)
+        data = load_run_data(config)
+        return evaluate_split(model, meta, config, data, run_dir, split, meta["image_size"], progress)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import lightning as L
@@ -31,7 +30,6 @@ class ClassifierModule(L.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerSpec,
         schedule: ScheduleSpec,
-        steps_per_epoch: int,
         epochs: int,
         seed: int,
         freeze_backbone: bool = False,
@@ -43,7 +41,6 @@ class ClassifierModule(L.LightningModule):
         self.loss = loss
         self.optimizer_spec = optimizer
         self.schedule_spec = schedule
-        self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
         self.seed = seed
         self.freeze_backbone = freeze_backbone
@@ -85,7 +82,9 @@ class ClassifierModule(L.LightningModule):
                 f"batch {batch_idx}); training stopped. The last good checkpoint is kept; lower the learning "
                 "rate, enable gradient clipping (train.gradient_clip) or check the labels."
             )
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        # sync_dist: the epoch loss is the mean over every rank's batches, not rank 0's alone.
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images),
+                 sync_dist=True)
         return loss
 
     # ---------------------------------------------------------- validation
@@ -109,8 +108,9 @@ class ClassifierModule(L.LightningModule):
             )
         metrics = monitor_metrics(targets, probs)
         self.last_val = metrics
-        self.log("val/map", metrics["map"], prog_bar=True, sync_dist=False, rank_zero_only=False)
-        self.log("val/auc", metrics["auc"], prog_bar=True, sync_dist=False, rank_zero_only=False)
+        # Computed from the gathered predictions, so identical on every rank: the mean over ranks is the value.
+        self.log("val/map", metrics["map"], prog_bar=True, sync_dist=True)
+        self.log("val/auc", metrics["auc"], prog_bar=True, sync_dist=True)
         update = getattr(self.loss, "update_class_factors", None)
         if callable(update) and not self.trainer.sanity_checking:
             update(metrics["ap_per_class"])
@@ -129,9 +129,11 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.optimizer_spec.build(params=params)
-        accumulate = max(1, self.trainer.accumulate_grad_batches)
-        steps_per_epoch = max(1, math.ceil(self.steps_per_epoch / accumulate))
-        factor = self.schedule_spec.build(steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * self.epochs)
+        # Lightning counts the optimiser steps from this rank's loader (its shard of the sampler), the batch
+        # limit and accumulation: ceil(batches per rank / accumulate) per epoch, whatever the world size.
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total_steps // self.epochs)
+        factor = self.schedule_spec.build(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,42 +1,44 @@
 """A training run end to end: run folder, stages, resume, export, evaluation.
 
-Run folder layout::
+The run folder (its layout, ownership and lock) is `cxrlt.runs.folder.RunFolder`.
+Before the folder is claimed, everything a start can get wrong is checked:
+the data are read and split, and every pending stage's model, loss, sampler
+and transforms are built. Every file is written atomically, so a run killed
+at any moment leaves only complete files; `--resume` restarts the first
+unfinished stage from the end of its last finished epoch.
 
-    RUN_DIR/config.yaml            resolved configuration (defaults filled in)
-    RUN_DIR/environment.json       seed, library versions, command
-    RUN_DIR/stages/NN-name/        checkpoints/{last,best}.ckpt, logs/, done.json
-    RUN_DIR/model.safetensors      final weights (best of the last stage)
-    RUN_DIR/model.json             how to rebuild and use them
-    RUN_DIR/predictions/SPLIT.csv  per-image probabilities
-    RUN_DIR/metrics.json, report.md, plots/
-
-Every file is written atomically, so a run killed at any moment leaves only
-complete files; `--resume` restarts the first unfinished stage from its last
-end-of-epoch checkpoint.
+Multi-process training (Lightning DDP, launched by Lightning or torchrun):
+every process runs this same code; global rank 0 writes the run folder, the
+others attach to it, train their shard and leave the final evaluation to
+rank 0.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
+import signal
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cxrlt import __version__
-from cxrlt.config import RunConfig, load_config
+from cxrlt.config import RunConfig, apply_overrides, load_config, load_yaml, parse_config
 from cxrlt.data.transforms import build_pipeline
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, CxrltError, DiskFull, Interrupted
 from cxrlt.io import write_json, write_text
 from cxrlt.models.build import CxrModel, build_model
+from cxrlt.ownership import is_writer, refuse_if_locked
+from cxrlt.runs.folder import RunFolder
 from cxrlt.training.checkpoints import AtomicCheckpointIO, load_checkpoint, model_state
 from cxrlt.training.data import RunData, StageDataModule, load_run_data
 from cxrlt.training.module import ClassifierModule, _mix_seed
@@ -46,49 +48,129 @@ if TYPE_CHECKING:
     from cxrlt.training.evaluate import SplitResult
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
+# Settings `--resume` may change: where and how fast the run computes, and whether unreadable images
+# are left out; anything else would make the resumed run a different experiment.
+RESUME_SAFE = ("data.images.skip_bad", "data.images.cache", "train.num_workers", "train.accelerator",
+               "train.devices", "train.strategy", "train.num_nodes", "evaluation.report")
 
 
 @dataclass
 class RunResult:
-    """Where a finished run lives and its headline scores (`metrics.table` prints them)."""
+    """Where a finished run lives and its headline scores (`metrics.table` prints them).
+
+    `metrics` is None in the non-writing processes of a multi-process run,
+    which leave the final evaluation to rank 0.
+    """
 
     run_dir: Path
-    metrics: "SplitResult"
+    metrics: "SplitResult | None"
 
 
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
-    """Train a new run of `config` in `run_dir` (which must not hold another run)."""
-    run_dir = Path(run_dir)
-    if (run_dir / CONFIG_FILE).exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with `cxrlt train --resume {run_dir}` "
-            "or choose another --out folder"
-        )
-    write_text(run_dir / CONFIG_FILE, config.to_yaml())
-    return _run(config, run_dir, progress)
-
-
-def resume(run_dir: str | Path, progress: bool = True) -> RunResult:
-    """Continue the run in `run_dir` from its saved configuration and checkpoints."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); start one with `cxrlt train CONFIG`")
-    return _run(load_config(run_dir / CONFIG_FILE), run_dir, progress)
-
-
-def _run(config: RunConfig, run_dir: Path, progress: bool) -> RunResult:
-    write_json(run_dir / "environment.json", environment(config))
+    """Train a new run of `config` in `run_dir` (new, empty, or a run folder not started yet)."""
+    run = RunFolder(run_dir)
+    if not is_writer():
+        with run.writing("train"):
+            return _run(config, run, progress)
+    run.refuse_if_started()
+    refuse_if_locked(run.path)
+    run.check_claimable()
     data = load_run_data(config)
+    check_start(config, data, run)
+    run.claim()
+    with run.writing("train"):
+        run.refuse_if_started()  # a run that started meanwhile in another process
+        write_text(run.config, config.to_yaml())
+        return _run(config, run, progress, data)
+
+
+def resume(run_dir: str | Path, progress: bool = True, overrides: Sequence[str] = ()) -> RunResult:
+    """Continue the run in `run_dir` from its saved configuration and checkpoints.
+
+    `overrides` may change only the settings in `RESUME_SAFE`; the changed
+    configuration is saved for later resumes.
+    """
+    run = RunFolder(run_dir)
+    run.require_started()
+    with run.writing("resume"):
+        config = resumed_config(run, overrides)
+        return _run(config, run, progress)
+
+
+def resumed_config(run: RunFolder, overrides: Sequence[str]) -> RunConfig:
+    """The saved configuration with safe `overrides` applied (ConfigError naming any unsafe key)."""
+    saved = load_yaml(run.config)
+    if not overrides:
+        return parse_config(saved, origin=str(run.config))
+    config = parse_config(apply_overrides(saved, overrides), origin=f"{run.config} with overrides")
+    before = _flatten(parse_config(saved, origin=str(run.config)).model_dump(mode="json"))
+    after = _flatten(config.model_dump(mode="json"))
+    changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    unsafe = [key for key in changed if not any(key == safe or key.startswith(safe + ".") for safe in RESUME_SAFE)]
+    if unsafe:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(unsafe)}: that would make the resumed run a different experiment. "
+            f"A resume may change only {', '.join(RESUME_SAFE)}; start a new run (another --out) to change the rest"
+        )
+    if is_writer() and changed:
+        write_text(run.config, config.to_yaml())
+        log.info("resume: changed %s", ", ".join(changed))
+    return config
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def check_start(config: RunConfig, data: RunData, run: RunFolder) -> None:
+    """Build what every stage needs (model, loss, sampler, transforms) so a bad setting fails before the folder is claimed.
+
+    The model is built without hub weights (an unreachable hub only warns);
+    a local weights file is loaded, so a file that fits no backbone fails here.
+    """
+    local_weights = config.model.pretrained if not isinstance(config.model.pretrained, bool) else False
+    train_labels = data.part("train").labels
+    stages = resolve_stages(config, run.path)
+    for stage in stages:
+        stage.loss.build(class_counts=data.train_stats, class_names=list(data.classes))
+        stage.sampler.build(labels=train_labels, num_samples=len(train_labels), seed=config.train.seed, rank=0,
+                            world_size=1)
+        build_pipeline(config.augment.train, stage.image_size)
+    _mixer(config)
+    build_model(config.model, len(data.classes), stages[0].image_size, context=model_context(data),
+                pretrained=local_weights)
+
+
+def _run(config: RunConfig, run: RunFolder, progress: bool, data: RunData | None = None) -> RunResult:
+    writer = is_writer()
+    if writer:
+        write_json(run.environment, environment(config))
+    data = data or load_run_data(config)
+    stages = resolve_stages(config, run.path)
+    # Decided once, before any stage trains, so that every process of a multi-process run agrees.
+    pending = [not stage.done for stage in stages]
     previous: Stage | None = None
-    for stage in resolve_stages(config, run_dir):
-        if not stage.done:
-            run_stage(config, data, stage, previous, progress)
+    for stage, todo in zip(stages, pending):
+        if todo:
+            run_stage(config, data, stage, previous, progress, run.path)
         previous = stage
     assert previous is not None
+    if not writer:
+        return RunResult(run.path, None)
     from cxrlt.training.evaluate import finish_run
 
-    return RunResult(run_dir, finish_run(config, data, run_dir, previous, progress=progress))
+    try:
+        return RunResult(run.path, finish_run(config, data, run.path, previous, progress=progress))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"stopped during the final evaluation; training is finished and saved. Run `cxrlt train --resume "
+            f"{run.path}` to evaluate again"
+        ) from None
 
 
 def environment(config: RunConfig) -> dict[str, Any]:
@@ -143,8 +225,9 @@ def model_context(data: RunData) -> dict[str, Any]:
     return {"class_names": list(data.classes), "train_labels": data.part("train").labels}
 
 
-def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None, progress: bool) -> None:
-    """Train one stage, resuming from its last checkpoint when one exists."""
+def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None, progress: bool,
+              run_dir: Path | None = None) -> None:
+    """Train one stage, resuming from its last end-of-epoch checkpoint when one exists."""
     train_cfg = config.train
     L.seed_everything(_mix_seed(train_cfg.seed, stage.index) % (2**31), workers=True, verbose=False)
     model = stage_model(config, data, stage, previous)
@@ -153,18 +236,22 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
         data, stage.image_size, stage.batch_size, stage.sampler,
         build_pipeline(config.augment.train, stage.image_size), train_cfg.num_workers, train_cfg.seed,
     )
-    steps_per_epoch = _steps_per_epoch(len(data.part("train")), stage.batch_size, train_cfg.limit_train_batches)
     module = ClassifierModule(
-        model, loss, stage.optimizer, stage.schedule, steps_per_epoch, stage.epochs, train_cfg.seed,
+        model, loss, stage.optimizer, stage.schedule, stage.epochs, train_cfg.seed,
         freeze_backbone=stage.freeze_backbone, mixer=_mixer(config), channels_last=train_cfg.channels_last,
     )
     if train_cfg.compile:
         module.model = torch.compile(module.model)
     monitor = f"val/{train_cfg.monitor}"
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=stage.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1,
-                        save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-    ]
+    best = ModelCheckpoint(dirpath=stage.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                           save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+    # `last.ckpt` at the end of every epoch, whatever the monitored metric did: what a resume starts from.
+    # It comes after `best` (and after early stopping, which Lightning runs before checkpoints) so that
+    # it carries their updated state.
+    last_epoch = ModelCheckpoint(dirpath=stage.checkpoints, filename="last", monitor=None, save_top_k=1,
+                                 save_on_train_epoch_end=False, enable_version_counter=False)
+    callbacks: list[L.Callback] = [best, last_epoch, LearningRateMonitor(logging_interval="step"),
+                                   StageFacts(stage)]
     if train_cfg.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=train_cfg.ema_decay))
     if train_cfg.early_stopping_patience is not None:
@@ -196,29 +283,85 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
         num_sanity_val_steps=0,
         enable_model_summary=False,
         enable_progress_bar=progress,
-        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        log_every_n_steps=1,  # the learning rate of every optimiser step reaches the logs
         plugins=[AtomicCheckpointIO()],
     )
     log.info("stage %s: %d epochs at %d px, batch %d, sampler %s, loss %s%s", stage.name, stage.epochs,
              stage.image_size, stage.batch_size, stage.sampler.name, stage.loss.name,
              f" (resuming from {last})" if resuming else "")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None, weights_only=True)
+    where = run_dir or stage.folder.parent.parent
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+            warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # inside Lightning's gather
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None, weights_only=True)
+    except SystemExit:
+        # Lightning answers Ctrl-C by exiting the process itself; say where the run stopped instead.
+        if not trainer.interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignored further Ctrl-C
+        raise Interrupted(_stopped_at(stage, where)) from None
+    except DiskFull as exc:
+        raise DiskFull(f"{exc} {_stopped_at(stage, where)}") from None
     if trainer.interrupted:
-        raise KeyboardInterrupt
-    if trainer.global_rank == 0:
+        raise Interrupted(_stopped_at(stage, where))
+    if is_writer():
         write_json(stage.done_marker, {
             "stage": stage.name, "epochs_run": trainer.current_epoch,
-            "best": str(stage.checkpoint("best")), "best_score": _float(callbacks[0].best_model_score),
+            "best": str(stage.checkpoint("best")), "best_score": _float(best.best_model_score),
             "monitor": monitor,
         })
 
 
-def _steps_per_epoch(n_train: int, batch_size: int, limit: int | None) -> int:
-    steps = max(1, n_train // batch_size) if n_train > batch_size else 1
-    return min(steps, limit) if limit else steps
+def _stopped_at(stage: Stage, run_dir: Path) -> str:
+    """Where a stopped stage can continue from, and the command that continues it."""
+    finished = _finished_epochs(stage)
+    saved = (f"its last finished epoch ({finished} of {stage.epochs}) is saved in {stage.checkpoint('last')}"
+             if finished else "no epoch of it had finished")
+    return f"Stage {stage.name} stopped; {saved}. Continue with `cxrlt train --resume {run_dir}`."
+
+
+def _finished_epochs(stage: Stage) -> int:
+    last = stage.checkpoint("last")
+    if not last.is_file():
+        return 0
+    try:
+        return int(load_checkpoint(last).get("epoch", -1)) + 1
+    except CxrltError:
+        return 0
+
+
+class StageFacts(L.Callback):
+    """Saves and prints, once the loaders exist, how a stage is distributed and scheduled.
+
+    `stage.json`: processes, per-device and effective batch size, batches per
+    rank and optimiser steps per epoch, and the schedule's total steps.
+    """
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        accumulate = trainer.accumulate_grad_batches
+        facts = {
+            "stage": self.stage.name,
+            "world_size": trainer.world_size,
+            "devices": trainer.num_devices,
+            "nodes": trainer.num_nodes,
+            "batch_per_device": self.stage.batch_size,
+            "accumulate": accumulate,
+            "effective_batch": self.stage.batch_size * trainer.world_size * accumulate,
+            "batches_per_epoch_per_rank": int(trainer.num_training_batches),
+            "optimizer_steps_per_epoch": math.ceil(trainer.num_training_batches / accumulate),
+            "total_optimizer_steps": int(trainer.estimated_stepping_batches),
+        }
+        if trainer.is_global_zero:
+            write_json(self.stage.facts, facts)
+            log.info("stage %s: %d process(es) x batch %d x accumulate %d = effective batch %d; %d optimiser "
+                     "steps per epoch, %d in all", self.stage.name, facts["world_size"], facts["batch_per_device"],
+                     accumulate, facts["effective_batch"], facts["optimizer_steps_per_epoch"],
+                     facts["total_optimizer_steps"])
 
 
 def _mixer(config: RunConfig):
@@ -235,7 +378,7 @@ def _float(value: Any) -> float | None:
 
 def load_run_config(run_dir: Path) -> RunConfig:
     """The resolved configuration saved in a run folder."""
-    return load_config(Path(run_dir) / CONFIG_FILE)
+    return load_config(RunFolder(run_dir).config)
 
 
 def _keep_earlier_log(logs: Path) -> None:
@@ -244,10 +387,8 @@ def _keep_earlier_log(logs: Path) -> None:
     The epochs logged before the interruption live on as
     `metrics-before-resume-N.csv`; `read_training_logs` reads them first.
     """
-    from lightning.pytorch.utilities import rank_zero_only
-
     current = logs / "metrics.csv"
-    if rank_zero_only.rank != 0 or not current.is_file():
+    if not is_writer() or not current.is_file():
         return
     attempt = 1 + len(list(logs.glob("metrics-before-resume-*.csv")))
     os.replace(current, logs / f"metrics-before-resume-{attempt}.csv")

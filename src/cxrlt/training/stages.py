@@ -39,6 +39,11 @@ class Stage:
         return self.folder / "checkpoints"
 
     @property
+    def facts(self) -> Path:
+        """How the stage is distributed and scheduled (`stage.json`, written when it starts training)."""
+        return self.folder / "stage.json"
+
+    @property
     def done_marker(self) -> Path:
         """Written (atomically) when the stage has finished."""
         return self.folder / "done.json"

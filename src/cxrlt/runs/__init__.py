@@ -1,0 +1,1 @@
+"""Run folders and the orchestration that fills them (train, resume, k-fold)."""
