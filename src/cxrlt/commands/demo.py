@@ -41,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from importlib import resources
     from pathlib import Path
 
-    import yaml
-
-    from cxrlt.config import apply_overrides, parse_config
+    from cxrlt.config import apply_overrides, parse_config, parse_yaml
     from cxrlt.cli import quiet_lightning
     from cxrlt.training.run import CONFIG_FILE, resume, train
 
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{out} already holds a demo run; overrides are ignored (use another --out to change settings)")
         result = resume(out, progress=progress)
     else:
-        raw = yaml.safe_load(resources.files("cxrlt.resources").joinpath("demo.yaml").read_text())
+        raw = parse_yaml(resources.files("cxrlt.resources").joinpath("demo.yaml").read_text(), "demo.yaml")
         raw["data"]["sources"][0]["out"] = str(out / "data")
         config = parse_config(apply_overrides(raw, args.overrides), origin="demo config")
         if config.data.images.cache is None:
