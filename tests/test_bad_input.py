@@ -374,13 +374,21 @@ def _output_cases(tmp_path: Path) -> dict[str, tuple[list, list[str]]]:
         "stats --json a folder": ([*stats, "--json", folder], ["--json", "is a folder"]),
         "stats --json under a file": ([*stats, "--json", under_file], [str(t["generic"]), "is a file, so no folder"]),
         "stats --label-model a folder": ([*stats, "--label-model", folder], ["--label-model", "is a folder"]),
+        # the check comes first: these inputs need not even exist
+        "report --out a folder": (["report", tmp_path / "run", "--out", folder], ["--out", "is a folder"]),
+        "labels graph --out a folder": (["labels", "graph", "--config", tmp_path / "run.yaml", "--out", folder],
+                                        ["--out", "is a folder"]),
+        "cam --out a file": (["cam", tmp_path / "run", t["pred"], "--out", t["labels"]], ["--out", "is a file"]),
+        "localise --out a file": (["localise", tmp_path / "run", t["pred"], folder, "--out", t["labels"]],
+                                  ["--out", "is a file"]),
     }
 
 
 @pytest.mark.parametrize("name", [
     "evaluate --json a folder", "evaluate --json the labels file", "evaluate --plots a file", "ensemble --out a folder",
     "ensemble --out a member", "compare --out a file", "stats --json a folder", "stats --json under a file",
-    "stats --label-model a folder"])
+    "stats --label-model a folder", "report --out a folder", "labels graph --out a folder", "cam --out a file",
+    "localise --out a file"])
 def test_an_unusable_output_path_is_refused_before_any_work(tmp_path: Path, name: str):
     argv, says = _output_cases(tmp_path)[name]
     assert_refused(argv, says, keep=[tmp_path])
