@@ -4,7 +4,9 @@ file / line / key and what was expected, a non-zero exit code, no traceback
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_labels
+from cli_contract import assert_refused, run_cxrlt
 from cxrlt.cli import main
 from cxrlt.data.cache import read_cache_info
 from cxrlt.data.images import crop_and_resize, decode_image
@@ -270,3 +273,312 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path):
     assert len(result.stderr.strip().splitlines()) == 1 and str(labels) in result.stderr
     assert not (tmp_path / "out.json").exists()
 
+
+
+# ======================================================================================================
+# Hostile or odd input that used to hang, dump megabytes, trace back or be silently misread. Every test
+# below goes through the contract helper (tests/cli_contract.py).
+# ======================================================================================================
+def _alias_bomb(levels: int) -> tuple[list[str], str]:
+    """YAML lines of nested aliases: level k repeats level k-1 nine times (9**levels values); its last anchor."""
+    names = "abcdefghijkl"[:levels]
+    lines = [f"{names[0]}: &{names[0]} [{', '.join(['lol'] * 9)}]"]
+    lines += [f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]" for prev, name in zip(names, names[1:])]
+    return lines, names[-1]
+
+
+def _bomb_config(tmp_path: Path, levels: int) -> Path:
+    lines, last = _alias_bomb(levels)
+    path = tmp_path / "bomb.yaml"
+    data = f"data: {{sources: [{{name: csv, labels: labels.csv}}], classes: *{last}}}"
+    path.write_text("\n".join([*lines, data]) + "\n")
+    return path
+
+
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path: Path):
+    # 9**8 = 43 million values: validating (and quoting) them ran for minutes and took gigabytes.
+    config = _bomb_config(tmp_path, 8)
+    assert_refused(["check", config], [str(config), "line 2", "aliases", "more than 100,000 values"], keep=[tmp_path],
+                   process=True, timeout=30, memory=3 * 2**30)
+
+
+def test_yaml_small_alias_bomb_gives_a_short_message(tmp_path: Path):
+    # 9**4 = 6,561 values: under the bound, so validated; the message quotes the bad value cut short.
+    config = _bomb_config(tmp_path, 4)
+    says = [str(config), "data.classes", "(got [[['lol', 'lol',", "and 2 more problem(s)"]
+    message = assert_refused(["check", config], says, keep=[tmp_path])
+    assert len(message) < 1500
+
+
+def test_yaml_long_value_is_cut_in_the_message(tmp_path: Path):
+    raw = good_config(tmp_path)
+    raw["data"]["images"]["size"] = "x" * 200_000
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    message = assert_refused(["check", path], [str(path), "data.images.size", "'xxxx", "...", "integer"],
+                             keep=[tmp_path])
+    assert len(message) < 600
+
+
+def test_yaml_nested_too_deeply_and_self_containing(tmp_path: Path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("data: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert_refused(["check", deep], [str(deep), "nested too deeply"], keep=[tmp_path])
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("name: x\ndata:\n  sources: [{name: csv, labels: l.csv}]\n  classes: &c [A, *c]\n")
+    assert_refused(["check", loop], [str(loop), "line 4", "contains an alias of itself"], keep=[tmp_path])
+
+
+def test_yaml_aliases_within_the_bound_still_work(tmp_path: Path):
+    from cxrlt.config import load_data_config
+
+    raw = good_config(tmp_path)
+    text = yaml.safe_dump(raw).replace("images:\n", "images: &images\n", 1)
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "extra: *images\n")
+    assert load_data_config(path).images.size == 16
+
+
+# ------------------------------------------------------------------ output paths are checked first
+def _tables(tmp_path: Path) -> dict[str, Path]:
+    """Prediction tables, their labels and a generic label CSV, for the output-path cases."""
+    files = {
+        "pred": "image_id,A,B\nx,0.1,0.2\ny,0.7,0.3\nz,0.5,0.9\n",
+        "pred2": "image_id,A,B\nx,0.3,0.1\ny,0.6,0.4\nz,0.2,0.8\n",
+        "labels": "image_id,A,B\nx,1,0\ny,0,1\nz,1,1\n",
+        "generic": "path,Atelectasis,Mass\na.png,1,0\nb.png,0,1\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = tmp_path / f"{name}.csv"
+        paths[name].write_text(text)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("the user's file\n")
+    return paths
+
+
+def _output_cases(tmp_path: Path) -> dict[str, tuple[list, list[str]]]:
+    t = _tables(tmp_path)
+    folder, under_file = tmp_path / "taken", t["generic"] / "x.json"
+    evaluate = ["evaluate", "--predictions", t["pred"], "--labels", t["labels"]]
+    stats = ["stats", "--source", "csv", "--labels", t["generic"]]
+    return {
+        "evaluate --json a folder": ([*evaluate, "--json", folder], ["--json", str(folder), "is a folder"]),
+        "evaluate --json the labels file": ([*evaluate, "--json", t["labels"]], ["--json", "is also an input"]),
+        "evaluate --plots a file": ([*evaluate, "--json", tmp_path / "m.json", "--plots", t["pred2"]],
+                                    ["--plots", "is a file"]),
+        "ensemble --out a folder": (["ensemble", t["pred"], t["pred2"], "--out", folder], ["--out", "is a folder"]),
+        "ensemble --out a member": (["ensemble", t["pred"], t["pred2"], "--out", t["pred2"]], ["is also an input"]),
+        "compare --out a file": (["compare", t["pred"], t["pred2"], "--labels", t["labels"], "--resamples", "10",
+                                  "--out", t["pred"]], ["--out", "is a file"]),
+        "stats --json a folder": ([*stats, "--json", folder], ["--json", "is a folder"]),
+        "stats --json under a file": ([*stats, "--json", under_file], [str(t["generic"]), "is a file, so no folder"]),
+        "stats --label-model a folder": ([*stats, "--label-model", folder], ["--label-model", "is a folder"]),
+        # the check comes first: these inputs need not even exist
+        "report --out a folder": (["report", tmp_path / "run", "--out", folder], ["--out", "is a folder"]),
+        "labels graph --out a folder": (["labels", "graph", "--config", tmp_path / "run.yaml", "--out", folder],
+                                        ["--out", "is a folder"]),
+        "cam --out a file": (["cam", tmp_path / "run", t["pred"], "--out", t["labels"]], ["--out", "is a file"]),
+        "localise --out a file": (["localise", tmp_path / "run", t["pred"], folder, "--out", t["labels"]],
+                                  ["--out", "is a file"]),
+    }
+
+
+@pytest.mark.parametrize("name", [
+    "evaluate --json a folder", "evaluate --json the labels file", "evaluate --plots a file", "ensemble --out a folder",
+    "ensemble --out a member", "compare --out a file", "stats --json a folder", "stats --json under a file",
+    "stats --label-model a folder", "report --out a folder", "labels graph --out a folder", "cam --out a file",
+    "localise --out a file"])
+def test_an_unusable_output_path_is_refused_before_any_work(tmp_path: Path, name: str):
+    argv, says = _output_cases(tmp_path)[name]
+    assert_refused(argv, says, keep=[tmp_path])
+
+
+def test_check_refuses_an_output_folder_before_scanning(tmp_path: Path):
+    config, _, _ = make_dataset(tmp_path / "data", n_good=3, bad=False)
+    (tmp_path / "bad.csv").mkdir()
+    assert_refused(["check", config, "--out", tmp_path / "bad.csv", "--no-progress"], ["--out", "is a folder"],
+                   keep=[tmp_path])
+
+
+@pytest.fixture()
+def tiny_model(tmp_path: Path) -> Path:
+    import torch
+
+    from cxrlt.config import ModelConfig
+    from cxrlt.models.build import build_model
+    from cxrlt.training.export import export_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet10t")
+    export_model(build_model(config, 2).eval(), tmp_path / "run", config, list(CLASSES_AB), 32,
+                 extra={"stored_size": 32, "thresholds": [0.5, 0.5]})
+    return tmp_path / "run"
+
+
+CLASSES_AB = ("A", "B")
+
+
+def test_predict_refuses_a_folder_as_out_and_clashing_ids_before_scoring(tmp_path: Path, tiny_model: Path):
+    gray = np.zeros((20, 20), dtype=np.uint8)
+    for folder in ("day1", "day2"):
+        (tmp_path / folder / "ward").mkdir(parents=True)
+        (tmp_path / folder / "ward" / "a.png").write_bytes(png_bytes(gray))
+        (tmp_path / folder / f"{folder}.png").write_bytes(png_bytes(gray))
+    out = tmp_path / "predictions.csv"
+    assert_refused(["predict", tiny_model, tmp_path / "day1", tmp_path / "day2", "--out", out, "--no-progress"],
+                   ["1 image id(s) name two files", "'ward/a.png'", str(tmp_path / "day1" / "ward" / "a.png"),
+                    str(tmp_path / "day2" / "ward" / "a.png"), "common parent folder"], keep=[tmp_path])
+    assert_refused(["predict", tiny_model, tmp_path / "day1", "--out", tmp_path / "day2", "--no-progress"],
+                   ["--out", str(tmp_path / "day2"), "is a folder"], keep=[tmp_path])
+    # their common parent gives distinct ids
+    assert run_cxrlt(["predict", tiny_model, tmp_path / "day1", tmp_path / "day2" / "day2.png", "--out", out,
+                      "--no-progress"]).code == 0
+    ids = out.read_text().splitlines()[1:]
+    expected = ["day1.png", "ward/a.png", str(tmp_path / "day2" / "day2.png")]
+    assert sorted(row.split(",")[0] for row in ids) == sorted(expected)
+
+
+# ------------------------------------------------------------------ CSV quotes
+def _label_lines(n: int) -> list[str]:
+    rows = [f"img{i:06d}.png,p{i // 3},{i % 2},{(i // 2) % 2}" for i in range(2, n + 1)]
+    return ["path,patient_id,Atelectasis,Mass", *rows]
+
+
+def _stats_csv(path: Path) -> list:
+    return ["stats", "--source", "csv", "--labels", path, "--classes", "Atelectasis,Mass"]
+
+
+def test_unclosed_quote_is_reported_where_it_was_opened(tmp_path: Path):
+    lines = _label_lines(200_000)
+    lines[150_000 - 1] = 'img150000.png,"p5,1,0'  # line 150,000 of the file
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert_refused(_stats_csv(path), [f"{path}, line 150000:", "quoted field opened on this line is never closed",
+                                      "field size limit"], keep=[tmp_path])
+
+
+def test_unclosed_quote_running_to_the_end_or_closed_lines_later(tmp_path: Path):
+    lines = _label_lines(300)
+    to_end = tmp_path / "to_end.csv"
+    to_end.write_text("\n".join(lines[:200] + ['a.png,"p1,1,0'] + lines[201:240]) + "\n")
+    assert_refused(_stats_csv(to_end), [f"{to_end}, line 201:", "never closed", "end of the file"], keep=[tmp_path])
+    # Closed by the quote of a later row: the rows between would silently become one value.
+    later = tmp_path / "later.csv"
+    closed = lines[:200] + ['a.png,"p1,1,0'] + lines[201:240] + ['b.png,"p2",1,1'] + lines[241:]
+    later.write_text("\n".join(closed) + "\n")
+    assert_refused(_stats_csv(later), [f"{later}, line 201:", "'patient_id'", "line 241"], keep=[tmp_path])
+
+
+def test_quoted_line_breaks_in_unread_columns_still_read(tmp_path: Path):
+    from cxrlt.data.sources import SOURCES
+
+    path = tmp_path / "labels.csv"
+    path.write_text('path,notes,Mass\na.png,"two\nlines",1\nb.png,plain,0\n')
+    table = SOURCES.build("csv", labels=path, classes=["Mass"])
+    assert table.meta["image_id"].tolist() == ["a.png", "b.png"]
+    np.testing.assert_array_equal(table.labels[:, 0], [1, 0])
+
+
+# ------------------------------------------------------------------ overrides anywhere on the line
+def test_overrides_after_options_reach_the_config(tmp_path: Path):
+    raw = good_config(tmp_path)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    # the override comes after --out (it was "unrecognized arguments" before)
+    assert_refused(["train", path, "--out", run, "--no-progress", "train.epochs=many"],
+                   [str(path), "train.epochs", "'many'"], absent=[run], keep=[tmp_path / "data"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "c.yaml", "--out", "D", "a.b=1", "c=2"],
+    ["train", "--out", "D", "c.yaml", "a.b=1", "c=2"],
+    ["train", "c.yaml", "a.b=1", "--out", "D", "c=2"],
+    ["kfold", "c.yaml", "--folds", "3", "a.b=1", "--out", "D", "c=2"],
+    ["demo", "a.b=1", "--out", "D", "c=2"],
+])
+def test_overrides_parse_before_between_and_after_options(argv: list[str]):
+    from cxrlt.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.overrides == ["a.b=1", "c=2"] and args.out == "D"
+    assert getattr(args, "config", "c.yaml") == "c.yaml"
+
+
+def _help_examples() -> list[tuple[str, str]]:
+    """(command, example line) for every example printed by `cxrlt COMMAND --help`."""
+    import contextlib
+    import io
+
+    from cxrlt.cli import build_parser
+    from cxrlt.commands import COMMANDS
+
+    examples = []
+    for name in COMMANDS:
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        shown = text.getvalue().split("\nexample:\n", 1)[1]
+        joined = re.sub(r"\\\n\s*", "", shown)  # continuation lines
+        examples += [(name, line.strip()) for line in joined.splitlines() if line.strip()]
+    return examples
+
+
+def test_every_help_example_parses():
+    import shlex
+
+    from cxrlt.cli import build_parser
+
+    examples = _help_examples()
+    assert {name for name, _ in examples} >= {"train", "kfold", "demo", "predict", "evaluate"}
+    for name, line in examples:
+        argv = shlex.split(line)
+        assert argv[:2] == ["cxrlt", name], line
+        args = build_parser().parse_args(argv[1:])  # argparse exits on a line it cannot parse
+        settings = [a for a in argv[2:] if re.fullmatch(r"[\w.]+=.*", a)]
+        if settings:
+            assert args.overrides == settings, line
+
+
+# ------------------------------------------------------------------ classes: declared, confirmed or refused
+def test_a_0_1_metadata_column_of_a_generic_csv_is_not_silently_a_class(tmp_path: Path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,portable,Atelectasis,notes\na.png,1,0,x\nb.png,0,1,y\nc.png,1,1,z\n")
+    inferred = run_cxrlt(["stats", "--source", "csv", "--labels", labels, "--json", tmp_path / "s.json"])
+    assert inferred.code == 0, inferred.err
+    assert "2 column(s) were taken as classes from their 0 / 1 / blank values: portable, Atelectasis (not classes: " \
+        "notes). 'portable' is not a finding name" in inferred.err and "--classes" in inferred.err
+    declared = run_cxrlt(["stats", "--source", "csv", "--labels", labels, "--classes", "Atelectasis",
+                          "--json", tmp_path / "d.json"])
+    assert declared.code == 0 and "taken as classes" not in declared.err
+    payload = json.loads((tmp_path / "d.json").read_text())
+    assert list(payload["classes"]) == ["Atelectasis"] and payload["classes"]["Atelectasis"]["positives"] == 2
+
+
+def test_a_prediction_table_missing_a_labelled_class_is_refused_unless_allowed(tmp_path: Path):
+    from sklearn.metrics import roc_auc_score
+
+    t = _tables(tmp_path)
+    labels = tmp_path / "labels_abc.csv"
+    labels.write_text("image_id,A,B,Hernia,Patient Age\nx,1,0,1,61\ny,0,1,0,45\nz,1,1,,70\n")
+    evaluate = ["evaluate", "--predictions", t["pred"], "--labels", labels, "--json", tmp_path / "m.json"]
+    assert_refused(evaluate, [str(labels), "1 class(es) the predictions do not score", "'Hernia'",
+                              "--allow-missing-classes"], keep=[tmp_path])
+    assert_refused(["compare", t["pred"], t["pred2"], "--labels", labels, "--resamples", "10"],
+                   [str(labels), "'Hernia'", "--allow-missing-classes"], keep=[tmp_path])
+    allowed = run_cxrlt([*evaluate, "--allow-missing-classes"])
+    assert allowed.code == 0, allowed.err
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert list(report["per_class"]) == ["A", "B"]
+    probs = {"A": [0.1, 0.7, 0.5], "B": [0.2, 0.3, 0.9]}
+    truth = {"A": [1, 0, 1], "B": [0, 1, 1]}
+    expected = np.mean([roc_auc_score(truth[c], probs[c]) for c in "AB"])
+    assert report["mean"]["auc"] == pytest.approx(expected)
+
+
+def test_an_option_value_that_is_not_yaml_is_text_not_a_traceback(tmp_path: Path):
+    labels = _tables(tmp_path)["generic"]
+    # "[Mass" is not YAML: read as the text it is, which `classes` (a list) then refuses by name
+    assert_refused(["stats", "--source", "csv", "--labels", labels, "--option", "classes=[Mass"],
+                   ["classes", "'[Mass'", "valid list"], keep=[tmp_path])

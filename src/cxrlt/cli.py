@@ -23,6 +23,30 @@ from cxrlt.ownership import exit_with_parent
 from cxrlt.progress import ENV_DISABLE
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: its positionals (CONFIG, KEY=VALUE overrides...) may come before, between
+    or after the options, as in `cxrlt train CONFIG --out DIR train.epochs=3`.
+
+    Plain argparse stops filling a `nargs="*"` positional at the first option,
+    so overrides after an option were "unrecognized". A parser with its own
+    sub-commands (`cxrlt labels graph`) cannot be parsed intermixed and keeps
+    the plain rules.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        nested = any(action.nargs == argparse.PARSER for action in self._actions)
+        if self._intermixing or nested:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args parses in two passes, each through parse_known_args.
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command attached."""
     parser = argparse.ArgumentParser(
@@ -32,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cxrlt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         command = sub.add_parser(

@@ -20,7 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, clip, echo
 from cxrlt.registry import Registry, format_validation_error
 
 
@@ -173,7 +173,7 @@ class DataConfig(Strict):
                 f"source_weights has {len(self.source_weights)} values for {len(self.sources)} sources"
             )
         if self.source_weights is not None and (min(self.source_weights) < 0 or sum(self.source_weights) <= 0):
-            raise ValueError(f"source_weights must be >= 0 with a positive sum, got {self.source_weights}")
+            raise ValueError(f"source_weights must be >= 0 with a positive sum, got {echo(self.source_weights)}")
         return self
 
 
@@ -317,12 +317,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     data = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"override {echo(item)} must look like key.sub=value")
         key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text) if text != "" else None
-        except yaml.YAMLError:
-            value = text
+        value = parse_value(text, f"override {clip(key)}") if text != "" else None
         parts = key.strip().split(".")
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
@@ -334,7 +331,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise ConfigError(f"override {key!r}: {'.'.join(parts[:-1])} is not a section")
+            raise ConfigError(f"override {echo(key)}: {clip('.'.join(parts[:-1]))} is not a section")
     return data
 
 
@@ -344,14 +341,16 @@ def _index(node: list[Any], part: str, path: Sequence[str]) -> int:
         node[index]
         return index
     except (ValueError, IndexError):
-        raise ConfigError(f"override {'.'.join(path)!r}: {part!r} is not an index of a {len(node)}-item list") from None
+        raise ConfigError(
+            f"override {echo('.'.join(path))}: {echo(part)} is not an index of a {len(node)}-item list"
+        ) from None
 
 
 def _child(node: Any, part: str, path: Sequence[str], create: bool) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, path)]
     if not isinstance(node, dict):
-        raise ConfigError(f"override {'.'.join(path)!r}: parent is not a section")
+        raise ConfigError(f"override {echo('.'.join(path))}: parent is not a section")
     if isinstance(node.get(part), str) and create:
         # `loss: bce` written as a bare name: expand so that `loss.x=...` works.
         node[part] = {"name": node[part]}
@@ -360,24 +359,122 @@ def _child(node: Any, part: str, path: Sequence[str], create: bool) -> Any:
     return node[part]
 
 
+MAX_YAML_VALUES = 100_000  # values a YAML document may expand to (a run config has a few hundred)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting where each alias (`*name`) is used."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.alias_lines: list[int] = []
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_lines.append(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """Parse one YAML document safely; `origin` (a file name, an option) starts every message.
+
+    Aliases are allowed, but the document they expand to is bounded
+    (MAX_YAML_VALUES) and may not contain itself: a few lines of nested
+    aliases ("billion laughs") would otherwise expand to billions of values
+    when the config is validated. The nodes are counted before any Python
+    object is built. Syntax errors are `yaml.YAMLError`s, as from PyYAML.
+    """
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{origin}: the YAML is nested too deeply to read") from None
+        if node is None:
+            return None
+        _check_size(node, origin, loader.alias_lines)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def parse_value(text: str, origin: str) -> Any:
+    """A command-line value read as YAML (`5`, `[a, b]`, `true`), or the text itself when it is not YAML."""
+    try:
+        return parse_yaml(text, origin)
+    except yaml.YAMLError:
+        return text
+
+
+def _check_size(root: yaml.Node, origin: str, alias_lines: list[int]) -> None:
+    """Refuse a node graph that expands past MAX_YAML_VALUES or contains itself.
+
+    Each distinct node is visited once (iteratively: nesting depth is the
+    user's); a node's expanded size is its own plus its children's.
+    """
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            ancestors.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_YAML_VALUES:
+                where = f", line {alias_lines[0]}" if alias_lines else ""
+                cause = " through its aliases (*name)" if alias_lines else ""
+                raise ConfigError(
+                    f"{origin}{where}: the YAML expands{cause} to more than {MAX_YAML_VALUES:,} values; a run "
+                    "configuration needs far fewer: write the values out instead of nesting aliases"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in ancestors:
+            raise ConfigError(f"{origin}, line {node.start_mark.line + 1}: the YAML value anchored here contains "
+                              "an alias of itself (a value cannot include itself)")
+        ancestors.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, reporting syntax errors with file and line."""
+    """Read a YAML mapping, reporting syntax errors with file and line (see `parse_yaml`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}); expected a YAML config file") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}{_yaml_error_place(exc)}: not valid YAML ({problem})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_error_place(exc: yaml.YAMLError) -> str:
+    """", line N" for a PyYAML error that knows where it happened, else ""."""
+    mark = getattr(exc, "problem_mark", None)
+    return f", line {mark.line + 1}" if mark is not None else ""
 
 
 def parse_config(raw: dict[str, Any], origin: str = "config") -> RunConfig:

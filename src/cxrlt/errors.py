@@ -8,7 +8,30 @@ traceback (unless `--debug`); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+from typing import Any
+
+ECHO_LIMIT = 80  # characters of a user's value quoted back in a message
+
+# reprlib stops at a few items per level, so quoting even a huge nested value costs little.
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxlist, _ECHO.maxtuple, _ECHO.maxdict, _ECHO.maxset = 3, 6, 6, 6, 6
+_ECHO.maxstring = _ECHO.maxother = _ECHO.maxlong = ECHO_LIMIT
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` cut to about `limit` characters, for messages that quote what the user gave.
+
+    A message quoting a value must stay one readable paragraph however large
+    the value is (a long string, a list of thousands of items).
+    """
+    return clip(_ECHO.repr(value), limit)
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters ("..." marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CxrltError(Exception):

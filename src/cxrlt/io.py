@@ -14,9 +14,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from cxrlt.errors import DiskFull, InputError
+from cxrlt.errors import ConfigError, DiskFull, InputError
 
 
 @contextlib.contextmanager
@@ -176,6 +176,38 @@ def resolve_inside(base: str | Path, relative: str | Path) -> Path:
             "names taken from data files must stay inside it"
         )
     return candidate
+
+
+def check_output(
+    path: str | Path, option: str, *, folder: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Path:
+    """Refuse, before any work, an output path the command cannot or must not write.
+
+    Commands call this first for each output option, so that a bad `--out`
+    costs nothing rather than all the scoring before it. A file output must
+    not be an existing folder (`folder=False`), a folder output not an
+    existing file; the nearest existing parent must be a folder the user may
+    write in; and the path must not be one of `inputs` (the files the same
+    command reads), which the output would replace. ConfigError names the
+    option; returns `path` as a Path.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give the path of a file to write (it may be inside "
+                          "that folder)")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file; give a folder to write into")
+    for given in inputs:
+        if given is not None and Path(given).resolve() == path.resolve():
+            raise ConfigError(f"{option} {path}: is also an input of this command; writing there would replace "
+                              "it, give another name")
+    start = path if folder else path.parent
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: no permission to write in {existing}")
+    return path
 
 
 def user_cache_dir() -> Path:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, clip, echo
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {echo(name)}; choose one of: {', '.join(self.names())}"
             ) from None
 
     def validate(self, name: str, params: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -101,18 +101,29 @@ def _params_model(kind: str, name: str, factory: Callable[..., Any], context: tu
     return create_model(model_name, __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
 
 
+PROBLEMS_SHOWN = 8  # problems listed in one validation message; the rest are counted
+KEY_LIMIT, MESSAGE_LIMIT = 120, 1000  # characters of a key path / of one problem's text (a safety net)
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One readable paragraph from a pydantic error: key path, problem, value."""
+    """One readable paragraph from a pydantic error: key path, problem, value.
+
+    Quoted values are cut (`cxrlt.errors.echo`) and at most PROBLEMS_SHOWN
+    problems are listed, so a huge bad value still gives a short message.
+    """
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors[:PROBLEMS_SHOWN]:
         path = ".".join(str(part) for part in error["loc"])
-        key = ".".join(part for part in (prefix, path) if part)
+        key = clip(".".join(part for part in (prefix, path) if part), KEY_LIMIT)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
         got = error.get("input")
-        detail = "" if error["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-        problems.append(f"{key or '<top>'}: {message}{detail}")
+        detail = "" if error["type"] in ("missing",) or isinstance(got, dict) else f" (got {echo(got)})"
+        problems.append(f"{key or '<top>'}: {clip(message, MESSAGE_LIMIT)}{detail}")
+    if len(errors) > PROBLEMS_SHOWN:
+        problems.append(f"and {len(errors) - PROBLEMS_SHOWN} more problem(s)")
     return "; ".join(problems)

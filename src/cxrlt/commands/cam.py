@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.errors import ConfigError, InputError
     from cxrlt.explain.cam import class_indices
     from cxrlt.explain.overlay import model_input, write_overlays
-    from cxrlt.io import write_dataframe_csv
+    from cxrlt.io import check_output, write_dataframe_csv
     from cxrlt.training.export import load_model
     from cxrlt.training.predict import default_device, find_images
 
+    check_output(args.out, "--out", folder=True)
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if not 0.0 <= args.alpha <= 1.0:

@@ -46,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.data.images import scan_images
     from cxrlt.data.sources import load_table
     from cxrlt.errors import ConfigError
+    from cxrlt.io import check_output
 
     suffix = args.out.suffix.lower() if args.out is not None else None
     if suffix not in (None, ".json", ".csv"):
         raise ConfigError(f"--out {args.out}: the suffix must be .json or .csv (it chooses the format)")
+    if args.out is not None:
+        check_output(args.out, "--out", inputs=[args.config])
     data = load_data_config(args.config, args.override, "`cxrlt check` reads its labels and images from it")
     table = load_table(data)
     paths = table.image_paths()

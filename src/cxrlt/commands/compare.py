@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--id-column", metavar="C", help="id column of the CSV files (default: found by name)")
+    parser.add_argument("--allow-missing-classes", action="store_true",
+                        help="compare on the predicted classes only when the label file has more (default: an "
+                        "error naming the classes the predictions lack)")
     parser.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
                         help="training label file whose positive counts define head / medium / tail")
     parser.add_argument("--out", metavar="DIR", type=Path,
@@ -61,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.evaluation.bootstrap import paired_bootstrap, read_patients
     from cxrlt.evaluation.groups import class_groups
     from cxrlt.evaluation.predictions import align, match_tables, read_label_csv, read_predictions
+    from cxrlt.io import check_output
 
+    if args.out is not None:
+        check_output(args.out, "--out", folder=True)
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {args.resamples}")
     if not 0 < args.level < 1:
@@ -69,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
     a = read_predictions(args.a, args.id_column)
     b = read_predictions(args.b, args.id_column)
     rows, columns = match_tables(a, b, "a paired comparison needs predictions of the same images and classes")
-    data = align(a, read_label_csv(args.labels, args.id_column, a.classes))
+    data = align(a, read_label_csv(args.labels, args.id_column, a.classes, args.allow_missing_classes))
     classes = list(data.classes)
     probs_b = b.values[rows][:, columns]
     patients = read_patients(args.labels, data.ids, args.patients, args.id_column) if args.patients else None
     if args.groups_from is not None:
-        counts = np.sum(read_label_csv(args.groups_from, args.id_column, classes).values == 1, axis=0)
+        train = read_label_csv(args.groups_from, args.id_column, classes, allow_missing_classes=True)
+        counts = np.sum(train.values == 1, axis=0)
         source = f"groups from the training positives in {args.groups_from}"
     else:
         counts = np.sum(data.labels == 1, axis=0)

@@ -42,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from importlib import resources
     from pathlib import Path
 
-    import yaml
-
-    from cxrlt.config import apply_overrides, parse_config
+    from cxrlt.config import apply_overrides, parse_config, parse_yaml
     from cxrlt.cli import quiet_lightning
     from cxrlt.runs.folder import RunFolder
     from cxrlt.training.run import resume, train
@@ -59,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{out} already holds a demo run; overrides are ignored (use another --out to change settings)")
         result = resume(out, progress=progress)
     else:
-        raw = yaml.safe_load(resources.files("cxrlt.resources").joinpath("demo.yaml").read_text())
+        raw = parse_yaml(resources.files("cxrlt.resources").joinpath("demo.yaml").read_text(), "demo.yaml")
         raw["data"]["sources"][0]["out"] = str(out / DATA)
         config = parse_config(apply_overrides(raw, args.overrides), origin="demo config")
         folder.claim(DATA)  # the generated films and their cache live in the run folder

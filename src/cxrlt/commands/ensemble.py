@@ -96,10 +96,15 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.errors import ConfigError, InputError
     from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
     from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions, write_predictions
-    from cxrlt.io import write_json
+    from cxrlt.io import check_output, write_json
 
     if len(args.members) < 2:
         raise ConfigError("an ensemble needs two or more members")
+    inputs = [*args.members, *(args.val or []), args.labels, args.labels_val]
+    check_output(args.out, "--out", inputs=inputs)
+    selection_file = args.out.with_name(args.out.stem + "_selection.json")
+    if args.method == "classwise":
+        check_output(selection_file, "--out (its selection file)", inputs=inputs)
     folders = [m for m in args.members if m.is_dir()]
     files = [m for m in args.members if not m.is_dir()]
     names = [str(m) for m in args.members]
@@ -135,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {warning.message}")
         result = classwise_ensemble(tests, selection, args.merge)
         print(selection.format_table())
-        selection_file = args.out.with_name(args.out.stem + "_selection.json")
         write_json(selection_file, selection.to_dict())
         print(f"\nselection written to {selection_file}")
     else:

@@ -16,7 +16,8 @@ folder and prints the per-class table.
 
 Prediction table mode: reads a prediction table (an id column and one probability column per class)
 and a label file (the same id column and one 0 / 1 / blank column per class;
-other columns are ignored), matches them by image id, and writes a JSON report
+other columns are ignored, but a label column of a class the predictions lack
+is an error unless --allow-missing-classes), matches them by image id, and writes a JSON report
 with `per_class`, `mean` and `groups` (head / medium / tail) sections. Missing
 labels are left out per class; a class without a positive or a negative has
 no AUC / AP (null in the JSON) and is left out of the means.
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--labels", metavar="L.csv", type=Path, help="labels of the same images (id + 0/1/blank per class)")
     parser.add_argument("--json", metavar="OUT.json", type=Path, help="where to write the metrics report (required)")
     parser.add_argument("--id-column", metavar="C", help="id column of the CSV files (default: found by name)")
+    parser.add_argument("--allow-missing-classes", action="store_true",
+                        help="score only the predicted classes when the label file has more (default: an error "
+                        "naming the classes the predictions lack)")
     groups = parser.add_argument_group("head / medium / tail groups")
     groups.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
                         help="training label file whose positive counts define the groups")
@@ -123,8 +127,12 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
     from cxrlt.evaluation.groups import class_groups
     from cxrlt.evaluation.metrics import compute_metrics, tune_thresholds
     from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
-    from cxrlt.io import write_json
+    from cxrlt.io import check_output, write_json
 
+    inputs = [args.predictions, args.labels, args.val_predictions, args.val_labels, args.groups_from]
+    check_output(args.json, "--json", inputs=inputs)
+    if args.plots is not None:
+        check_output(args.plots, "--plots", folder=True)
     if (args.val_predictions is None) != (args.val_labels is None):
         raise ConfigError("--val-predictions and --val-labels go together: give both to tune thresholds, or neither")
     if not 0 <= args.threshold <= 1:
@@ -141,7 +149,8 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
         raise ConfigError("--patients only chooses what the bootstrap resamples: give --bootstrap N too")
 
     predictions = read_predictions(args.predictions, args.id_column)
-    data = align(predictions, read_label_csv(args.labels, args.id_column, predictions.classes))
+    data = align(predictions, read_label_csv(args.labels, args.id_column, predictions.classes,
+                                             args.allow_missing_classes))
     classes = list(data.classes)
 
     notes: list[str] = []
@@ -151,7 +160,8 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
         temperature = None
         if args.val_predictions is not None:
             val_pred = read_predictions(args.val_predictions, args.id_column)
-            val = align(val_pred, read_label_csv(args.val_labels, args.id_column, val_pred.classes))
+            val = align(val_pred, read_label_csv(args.val_labels, args.id_column, val_pred.classes,
+                                                 args.allow_missing_classes))
             columns = _reorder(val.classes, classes, f"{args.val_predictions} and {args.predictions}")
             thresholds = tune_thresholds(
                 val.labels[:, columns], val.probs[:, columns], args.threshold_method, args.target_sensitivity,
@@ -166,7 +176,7 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
         result = compute_metrics(data.labels, data.probs, classes, thresholds=thresholds, threshold=args.threshold)
 
     if args.groups_from is not None:
-        train = read_label_csv(args.groups_from, args.id_column, classes)
+        train = read_label_csv(args.groups_from, args.id_column, classes, allow_missing_classes=True)
         counts = np.sum(train.values == 1, axis=0)
         notes.append(f"groups from the training positives in {args.groups_from}")
     else:

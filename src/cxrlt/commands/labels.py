@@ -64,10 +64,12 @@ def _graph(args: argparse.Namespace) -> int:
     from cxrlt.config import load_config
     from cxrlt.data.sources import load_table
     from cxrlt.errors import InputError
+    from cxrlt.io import check_output
     from cxrlt.models.embeddings import LabelEmbeddingSpec
     from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
     from cxrlt.models.label_graph import GraphFile
 
+    check_output(args.out, "--out", inputs=[args.config, args.embeddings])
     config = load_config(args.config, args.override)
     head = config.model.head.params
     train = load_table(config.data).split("train")

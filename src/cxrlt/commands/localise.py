@@ -67,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.errors import ConfigError, InputError
     from cxrlt.explain import localisation as loc
-    from cxrlt.io import write_dataframe_csv, write_json
+    from cxrlt.io import check_output, write_dataframe_csv, write_json
     from cxrlt.training.export import load_model
     from cxrlt.training.predict import default_device
 
+    check_output(args.out, "--out", folder=True)
     bad = [t for t in args.thresholds if not 0.0 < t <= 1.0]
     if bad:
         raise ConfigError(f"--thresholds must lie in (0, 1] (maps are scaled to [0, 1]), got {bad}")

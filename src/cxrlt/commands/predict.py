@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.errors import InputError
     from cxrlt.evaluation.predictions import write_predictions
     from cxrlt.training.export import load_model
+    from cxrlt.io import check_output
     from cxrlt.training.predict import find_images, predict_probabilities
 
+    check_output(args.out, "--out", inputs=[args.model, *args.paths])
     model, meta = load_model(args.model)
     classes, thresholds = meta["classes"], np.asarray(meta.get("thresholds", [0.5] * len(meta["classes"])))
     if args.classes:

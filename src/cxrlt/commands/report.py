@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
     from cxrlt.evaluation.html import write_html_report
+    from cxrlt.io import check_output
 
+    if args.out is not None:
+        check_output(args.out, "--out")
     path = write_html_report(args.run_dir, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

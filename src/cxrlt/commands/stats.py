@@ -65,8 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compute, print and write the statistics."""
     from cxrlt.data.stats import format_table, save_plots
-    from cxrlt.io import write_json
+    from cxrlt.io import check_output, write_json
 
+    inputs = [args.config, args.labels, args.train_list, args.test_list]
+    for option, path in (("--json", args.json), ("--label-model", args.label_model)):
+        if path:
+            check_output(path, option, inputs=inputs)
+    if args.plots:
+        check_output(args.plots, "--plots", folder=True)
     table, groups_options = load_for_stats(args)
     stats, payload = stats_payload(table, split=args.split, groups_options=groups_options)
     groups = [payload["classes"][name]["group"] for name in stats.classes]
@@ -94,17 +100,16 @@ def _rows(table: "LabelTable", split: str | None) -> "LabelTable":
 
 def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
     """Natural, expected and drawn label frequencies under `args.sampler`, as text."""
-    import yaml
-
+    from cxrlt.config import parse_value
     from cxrlt.data.samplers import SAMPLERS, sampler_frequency_table
-    from cxrlt.errors import ConfigError
+    from cxrlt.errors import ConfigError, clip, echo
 
     params = {}
     for item in args.sampler_option:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--sampler-option {item!r} must look like key=value")
-        params[key] = yaml.safe_load(value)
+            raise ConfigError(f"--sampler-option {echo(item)} must look like key=value")
+        params[key] = parse_value(value, f"--sampler-option {clip(key)}")
     params = SAMPLERS.validate(args.sampler, params, where=f"--sampler {args.sampler}")
     frame = sampler_frequency_table(table.labels, table.classes, args.sampler, draws=args.draws, seed=args.seed,
                                     **params)
@@ -176,9 +181,8 @@ def _config_sections(path: str, overrides: list[str]) -> tuple[Any, dict[str, An
 
 def _source_params(args: argparse.Namespace) -> dict[str, Any]:
     """Source parameters from the flags that were given, plus --option KEY=VALUE."""
-    import yaml
-
-    from cxrlt.errors import ConfigError
+    from cxrlt.config import parse_value
+    from cxrlt.errors import ConfigError, clip, echo
 
     params: dict[str, Any] = {}
     for name in ("labels", "images", "train_list", "test_list", "no_finding", "uncertain", "blank"):
@@ -191,9 +195,9 @@ def _source_params(args: argparse.Namespace) -> dict[str, Any]:
             params[name] = [item.strip() for item in value.split(",") if item.strip()]
     for item in args.option:
         if "=" not in item:
-            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
+            raise ConfigError(f"--option {echo(item)} must look like KEY=VALUE")
         key, text = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(text) if text else None
+        params[key.strip().replace("-", "_")] = parse_value(text, f"--option {clip(key)}") if text else None
     return params
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from cxrlt.config import parse_yaml
 from cxrlt.errors import CxrltError, InputError
 from cxrlt.evaluation.groups import GROUPS
 from cxrlt.evaluation.plots import GROUP_COLOURS
@@ -132,7 +133,7 @@ def _read_run(run_dir: Path) -> _Run:
     if config_path.is_file():
         run.config_text = config_path.read_text(encoding="utf-8")
         try:
-            loaded = yaml.safe_load(run.config_text)
+            loaded = parse_yaml(run.config_text, str(config_path))
         except yaml.YAMLError as exc:
             raise InputError(f"is not valid YAML ({exc})", config_path) from None
         run.config = loaded if isinstance(loaded, dict) else {}

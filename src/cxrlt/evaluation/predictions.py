@@ -230,16 +230,23 @@ def read_predictions(path: str | Path, id_column: str | None = None) -> ClassTab
 
 
 def read_label_csv(
-    path: str | Path, id_column: str | None = None, classes: Sequence[str] | None = None
+    path: str | Path,
+    id_column: str | None = None,
+    classes: Sequence[str] | None = None,
+    allow_missing_classes: bool = False,
 ) -> ClassTable:
     """Read a label file for scoring: 1 / 0 / blank (missing) per class.
 
-    With `classes`, those columns are read (matched by canonical name and
-    returned under the given spelling) and any other column is ignored;
-    without, every column but the id column and the `LabelTable` metadata
-    columns is a class. Values other than 0, 1 and blank are refused,
-    naming the line (-1, CheXpert's "uncertain", must be mapped by a policy
-    first).
+    With `classes` (the classes a prediction table scores), those columns
+    are read (matched by canonical name and returned under the given
+    spelling). Another column holding only 1, 0, -1 or blank is a labelled
+    class the predictions lack: refused (naming it) unless
+    `allow_missing_classes`, so that a table missing a class is never
+    quietly scored on fewer classes; other columns (metadata) are ignored.
+    Without `classes`, every column but the id column and the `LabelTable`
+    metadata columns is a class. Values other than 0, 1 and blank are
+    refused, naming the line (-1, CheXpert's "uncertain", must be mapped by
+    a policy first).
     """
     path = Path(path)
     frame, column = _read_frame(path, id_column, "labels")
@@ -261,6 +268,8 @@ def read_label_csv(
                 1,
             )
         names = [c if c in frame.columns else by_key[canonical_key(c)] for c in wanted]
+        if not allow_missing_classes:
+            _refuse_unpredicted(frame, column, names, path)
     labels = np.column_stack([_numeric_column(frame, c, column, path, "labels 0 or 1") for c in names])
     known = ~np.isnan(labels)
     bad = known & (labels != 0) & (labels != 1)
@@ -274,6 +283,27 @@ def read_label_csv(
             int(row) + 2,
         )
     return ClassTable(frame[column].to_numpy(dtype=object), tuple(wanted), labels, path, column)
+
+
+def _refuse_unpredicted(frame: pd.DataFrame, id_column: str, scored: list[str], path: Path) -> None:
+    """InputError when label columns (1 / 0 / -1 / blank only) exist for classes that are not `scored`."""
+    others = [c for c in frame.columns if c != id_column and c not in scored and c not in META_COLUMNS]
+    unscored = [c for c in others if _holds_labels(frame[c])]
+    if unscored:
+        raise InputError(
+            f"the labels file has label columns for {len(unscored)} class(es) the predictions do not score "
+            f"({_list(unscored)}); scoring the others alone would quietly change which classes the means are "
+            "over. Predict every labelled class, or give --allow-missing-classes to score only the predicted ones",
+            path,
+            1,
+        )
+
+
+def _holds_labels(series: pd.Series) -> bool:
+    """Whether a column holds label values only (1, 0, -1 or blank) and at least one of them."""
+    numbers = pd.to_numeric(series, errors="coerce")
+    known = numbers.notna()
+    return bool(known.any()) and not (series.notna() & ~known).any() and bool(numbers[known].isin((0, 1, -1)).all())
 
 
 def _check_unique_classes(classes: Sequence[str], path: Path) -> None:

@@ -91,4 +91,24 @@ def find_images(paths: Sequence[str | Path]) -> list[tuple[str, Path]]:
             raise InputError("no such file or folder", path)
     if not found:
         raise InputError(f"no image files (PNG, JPEG, DICOM) found in {', '.join(map(str, paths))}")
+    _check_unique_ids(found)
     return found
+
+
+def _check_unique_ids(found: list[tuple[str, Path]]) -> None:
+    """Two files with one id would share a row of the output (and one overlay file name): refuse them."""
+    from cxrlt.errors import InputError
+
+    seen: dict[str, Path] = {}
+    clashes = []
+    for image_id, path in found:
+        other = seen.setdefault(image_id, path)
+        if other is not path:
+            clashes.append(f"{image_id!r} ({other} and {path})")
+    if clashes:
+        raise InputError(
+            f"{len(clashes)} image id(s) name two files: {'; '.join(clashes[:3])}{' ...' if len(clashes) > 3 else ''}; "
+            "an image's id is its path inside the folder given (or the path given for a file); give each file "
+            "once, and for two folders holding the same names give their common parent folder (the ids then "
+            "start with the folder names)"
+        )

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pandas.errors
 
-from cxrlt.errors import InputError
+from cxrlt.errors import InputError, echo
 from cxrlt.labels import CHEXPERT14, CXRLT2023, CXRLT2024, CXRLT2024_ZERO_SHOT, NIH14, canonical_key
 
 SHOWN = 5  # offending lines listed in an error message
@@ -66,8 +66,8 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def quote(value: Any) -> str:
-    """A field's value as quoted text for messages (pandas may parse categories as numbers)."""
-    return repr(str(value))
+    """A field's value as quoted text for messages (pandas may parse categories as numbers), cut when long."""
+    return echo(str(value))
 
 
 def format_lines(lines: Sequence[int], details: Sequence[str] | None = None, total: int | None = None) -> str:
@@ -106,9 +106,11 @@ class CsvFile:
             raise InputError(f"is empty; expected a {what} (CSV) starting with a header line", self.path)
         self._data = data
         if '"' in text:
-            header, counts, lines, blank = self._scan_quoted(text)
+            header, counts, lines, blank, last = self._scan_quoted(text)
         else:
-            header, counts, lines, blank = self._scan_plain(data)
+            header, counts, lines, blank, last = self._scan_plain(data)
+        # A record ends where the next begins; one spanning several lines holds a quoted line break.
+        ends = np.append(lines[1:] - 1, last) if len(lines) else lines
         if not header or all(not name.strip() for name in header):
             raise InputError(f"line 1 is blank; expected the header line of a {what}", self.path, 1)
         self.header = [name.strip() for name in header]
@@ -118,16 +120,17 @@ class CsvFile:
             details = [f"{int(counts[i])} fields" for i in bad[:SHOWN]]
             raise InputError(
                 f"rows with a wrong number of fields (the header has {len(header)}): "
-                + format_lines(lines[bad], details),
+                + format_lines(lines[bad], details) + _runaway_hint(lines[bad[0]], ends[bad[0]]),
                 self.path,
                 int(lines[bad[0]]),
             )
         if blank.all():
             raise InputError(f"has a header but no data rows; expected a {what}", self.path)
         self.lines: np.ndarray = lines[~blank]
+        self._ends = ends[~blank]
 
     # ------------------------------------------------------------ scanning
-    def _scan_plain(self, data: bytes) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    def _scan_plain(self, data: bytes) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int]:
         """Field counts per line by counting separators (no quotes in the file)."""
         raw = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(raw == ord("\n"))
@@ -143,9 +146,9 @@ class CsvFile:
         first = data[: ends[0]].decode("utf-8").rstrip("\r")
         header = first.split(self.sep)
         lines = np.arange(2, len(ends) + 1)
-        return header, counts[1:], lines, blank[1:]
+        return header, counts[1:], lines, blank[1:], len(ends)
 
-    def _scan_quoted(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    def _scan_quoted(self, text: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int]:
         """Records located by the csv module (quoted fields may hold line breaks)."""
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.sep)
         counts, lines, blank = [], [], []
@@ -162,12 +165,26 @@ class CsvFile:
                 lines.append(start)
                 blank.append(len(record) == 0)
         except csv.Error as exc:
+            if "field limit" in str(exc):
+                # The reader gives up deep inside the runaway field; the quote was opened where the record began.
+                raise InputError(
+                    f'a quoted field opened on this line is never closed: it runs on to line {reader.line_num}, past '
+                    f'the CSV field size limit; check this line for an unbalanced quote (")', self.path, previous + 1,
+                ) from None
             raise InputError(f"cannot be split into fields ({exc})", self.path, reader.line_num) from None
+        # A quote left open in the last record swallows the rest of the file without an error from the
+        # reader. Every earlier record closed its quotes (an even count), so an odd count is that one.
+        if lines and reader.line_num > lines[-1] and text.count('"') % 2:
+            raise InputError(
+                f'a quoted field opened on this line is never closed: it runs on to the end of the file (line '
+                f'{reader.line_num}); check this line for an unbalanced quote (")', self.path, lines[-1],
+            )
         return (
             header or [],
             np.asarray(counts, dtype=np.int64),
             np.asarray(lines, dtype=np.int64),
             np.asarray(blank, dtype=bool),
+            reader.line_num,
         )
 
     # ------------------------------------------------------------- columns
@@ -239,8 +256,36 @@ class CsvFile:
                 "check for unbalanced quotes",
                 self.path,
             )
-        frame = frame[columns]
-        return frame[~self._blank].reset_index(drop=True)
+        frame = frame[columns][~self._blank].reset_index(drop=True)
+        self._refuse_line_breaks(frame, dtypes)
+        return frame
+
+    def _refuse_line_breaks(self, frame: pd.DataFrame, dtypes: Mapping[str, Any]) -> None:
+        """Refuse a value that a quote opened on one line and closed lines later made of several rows.
+
+        Such a value spans lines. In an id or path column (read as text) a
+        line break is never right; in another column it is refused when a
+        line inside it has as many fields as a row (it swallowed rows).
+        """
+        spanning = np.flatnonzero(self._ends > self.lines)
+        for column in frame.columns if len(spanning) else ():
+            values = [str(value) for value in frame[column].iloc[spanning]]  # few: only multi-line records
+            broken = np.array([("\n" in value or "\r" in value)
+                               and (dtypes[column] is str or self._holds_rows(value)) for value in values])
+            if broken.any():
+                row = spanning[np.flatnonzero(broken)[0]]
+                start, end = int(self.lines[row]), int(self._ends[row])
+                raise InputError(
+                    f'column {column!r} holds a value running from this line to line {end}: a quote (") opened '
+                    f"here closes only on line {end}, so the rows between became part of one value; close the "
+                    "quote on this line",
+                    self.path,
+                    start,
+                )
+
+    def _holds_rows(self, value: str) -> bool:
+        """Whether a line of `value` after its first has the header's number of fields."""
+        return any(line.count(self.sep) == len(self.header) - 1 for line in value.splitlines()[1:])
 
     # -------------------------------------------------------------- errors
     def row_error(self, problem: str, rows: np.ndarray, details: Sequence[str] | None = None) -> InputError:
@@ -271,6 +316,14 @@ class CsvFile:
             raise self.row_error(
                 f"{column} must be unique but repeats (first {first!r})", rows, details
             )
+
+
+def _runaway_hint(start: int, end: int) -> str:
+    """Say so when a record spans several lines: a quote opened on its first line and closed only lines later."""
+    if end == start:
+        return ""
+    return (f" (the record starting on line {int(start)} runs to line {int(end)}: "
+            'is a quote (") opened there and not closed?)')
 
 
 def parse_categorical(

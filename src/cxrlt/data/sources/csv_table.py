@@ -6,6 +6,7 @@ This is also the format `LabelTable.save_csv` writes, so a saved table
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from cxrlt.data.sources._reading import (
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import InputError
 from cxrlt.labels import canonical_key
+
+log = logging.getLogger(__name__)
 
 
 @SOURCES.register("csv")
@@ -59,7 +62,9 @@ def csv_table(
     its name is a known finding (so a saved table's all-missing class is
     kept). A column named like a known finding that holds anything else is
     an error (a broken label column is never dropped silently). Every other
-    column is ignored; declare `classes` when a 0/1 column is not a class.
+    column is ignored. When an inferred class is not a finding's name (a
+    0/1 metadata flag?), a warning lists the inferred classes for the user
+    to confirm; declare `classes` when a 0/1 column is not a class.
     """
     file = CsvFile(labels, "label CSV")
     roles = {
@@ -182,7 +187,24 @@ def _inferred_labels(file: CsvFile, frame: pd.DataFrame, candidates: list[str]) 
             file.path,
             1,
         )
+    _report_inferred(file, columns, [c for c in candidates if c not in columns])
     return np.stack(kept, axis=1), columns
+
+
+def _report_inferred(file: CsvFile, classes: list[str], ignored: list[str]) -> None:
+    """Warn, listing every inferred class for the user to confirm, when one is not a finding's name.
+
+    A 0 / 1 column named like no finding is as likely a metadata flag
+    (portable, follow-up) as a class; a finding's column is a class.
+    """
+    unknown = [c for c in classes if not is_known_finding(c)]
+    if unknown:
+        log.warning(
+            "%s: no `classes` declared, so %d column(s) were taken as classes from their 0 / 1 / blank values: %s%s. "
+            "%s %s not a finding name: if metadata, declare the class columns (`classes: [...]` in the source, "
+            "--classes for `cxrlt stats`) to leave it out", file.path, len(classes), ", ".join(classes),
+            f" (not classes: {', '.join(ignored)})" if ignored else "", ", ".join(map(repr, unknown)),
+            "is" if len(unknown) == 1 else "are")
 
 
 def _numbers(file: CsvFile, frame: pd.DataFrame, column: str) -> np.ndarray:
