@@ -270,3 +270,48 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path):
     assert len(result.stderr.strip().splitlines()) == 1 and str(labels) in result.stderr
     assert not (tmp_path / "out.json").exists()
 
+
+
+# ------------------------------------------------------ special and private files
+SECRET = "root:$6$SECRETsalt$SECREThash:19000:0:99999:7:::"
+
+
+def test_check_refuses_fifos_and_devices_without_opening_them(tmp_path: Path):
+    config, good, _ = make_dataset(tmp_path, n_good=3, bad=False)
+    images = tmp_path / "images"
+    os.mkfifo(images / "pipe.png")  # opening it for reading would wait for a writer forever
+    (images / "zero.png").symlink_to("/dev/zero")  # endless
+    labels = write_labels(tmp_path / "special.csv", good + ["pipe.png", "zero.png"])
+    config = write_config(tmp_path / "special.yaml", labels, images)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for workers in ("0", "2"):
+        result = subprocess.run([sys.executable, "-m", "cxrlt", "check", str(config), "--workers", workers,
+                                 "--no-progress"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        assert "2 of 5 images cannot be read (2 distinct reasons)" in result.stdout
+        assert "is a named pipe (FIFO), not a regular file; refused without reading it" in result.stdout
+        assert "is a character device, not a regular file" in result.stdout
+        assert str(images / "pipe.png") in result.stdout and str(images / "zero.png") in result.stdout
+
+
+def test_messages_never_show_the_content_of_files_that_are_not_images(tmp_path: Path, capsys):
+    config, good, _ = make_dataset(tmp_path, n_good=3, bad=False)
+    images = tmp_path / "images"
+    (images / "shadow.png").write_text(SECRET + "\n")  # a label row naming a private file
+    # Read as DICOM for its name alone; pydicom's messages would quote the values it parsed.
+    (images / "shadow.dcm").write_bytes(b"\x28\x00\x08\x00IS\x0b\x00SECRETxyzzy\xe0\x7f\x10\x00OW\x00\x00\x04\x00\x00\x00abcd")
+    labels = write_labels(tmp_path / "private.csv", good + ["shadow.png", "shadow.dcm"])
+    config = write_config(tmp_path / "private.yaml", labels, images)
+    assert main(["check", str(config), "--workers", "0", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "SECRET" not in captured.out + captured.err
+    assert f"{images / 'shadow.png'}" in captured.out and "is not an image" in captured.out
+    assert "content is not shown" in captured.out
+    # The same file given as the label table: its first line is not repeated either.
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\ndaemon:*:19000:0:99999:7:::\n")
+    for source in ("csv", "nih", "chexpert"):
+        err = run_case(Case(stats(source, secret, tmp_path), [str(secret), "line 1", "content is not shown"],
+                            [tmp_path / "stats.json"]), capsys)
+        assert "SECRET" not in err
