@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_labels
+from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_good_images, write_labels
 from cxrlt.cli import main
 from cxrlt.data.cache import read_cache_info
 from cxrlt.data.images import crop_and_resize, decode_image
@@ -272,7 +272,7 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path):
 
 
 
-# ------------------------------------------------------ special and private files
+# ------------------------------------------- special and private files, early scan
 SECRET = "root:$6$SECRETsalt$SECREThash:19000:0:99999:7:::"
 
 
@@ -315,3 +315,42 @@ def test_messages_never_show_the_content_of_files_that_are_not_images(tmp_path: 
         err = run_case(Case(stats(source, secret, tmp_path), [str(secret), "line 1", "content is not shown"],
                             [tmp_path / "stats.json"]), capsys)
         assert "SECRET" not in err
+
+
+def test_a_bad_test_image_is_found_when_the_run_data_is_loaded(tmp_path: Path):
+    from cxrlt.config import load_config
+    from cxrlt.errors import ImageDecodeError
+    from cxrlt.training.data import load_run_data
+
+    images = tmp_path / "images"
+    names = write_good_images(images, 8)  # rows 0, 1, 4, 5 train; 2, 6 val; 3, 7 test (write_labels)
+    cut = images / names[3]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    labels = write_labels(tmp_path / "labels.csv", names)
+    strict = write_config(tmp_path / "strict.yaml", labels, images)
+    with pytest.raises(ImageDecodeError) as info:
+        load_run_data(load_config(strict))
+    message = str(info.value)
+    assert message.startswith("1 of the 8 images of the train, val and test splits cannot be read")
+    assert f"{cut}: cannot be decoded as PNG" in message and "data.images.skip_bad: true" in message
+    skipping = write_config(tmp_path / "skip.yaml", labels, images, skip_bad=True)
+    data = load_run_data(load_config(skipping))
+    assert data.part("test").image_ids == [names[7]] and len(data.part("train")) == 4
+
+
+def test_a_bad_image_recorded_in_the_cache_stops_the_run_before_training(tmp_path: Path, capsys):
+    from cxrlt.config import load_config
+    from cxrlt.errors import ImageDecodeError
+    from cxrlt.training.data import load_run_data
+
+    images = tmp_path / "images"
+    names = write_good_images(images, 8)  # rows 0, 1, 4, 5 train; 2, 6 val; 3, 7 test (write_labels)
+    (images / names[7]).write_bytes(b"")  # a test image
+    labels = write_labels(tmp_path / "labels.csv", names)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "run.yaml", labels, images, cache=str(cache))
+    assert main(["prepare", str(config), "--out", str(cache), "--workers", "0", "--quiet", "--skip-bad"]) == 0
+    with pytest.raises(ImageDecodeError, match=rf"(?s)recorded as bad when the cache was prepared; listed in "
+                                               rf"{cache / 'bad.json'}.*skip_bad: true.*{names[7]}: is empty"):
+        load_run_data(load_config(config))
+

@@ -14,7 +14,7 @@ from PIL import Image
 import cxrlt.data.cache as cache_module
 from cxrlt.data.cache import prepare_cache, read_cache_info
 from cxrlt.data.images import load_image
-from cxrlt.data.store import CacheStore, DecodingStore, exclude_bad, open_store
+from cxrlt.data.store import CacheStore, DecodingStore, open_store, screen_images
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import ImageDecodeError, InputError, Interrupted
 
@@ -237,7 +237,9 @@ def test_bad_images_stop_with_the_list_then_skip_bad_records_them(tmp_path: Path
 
     with pytest.raises(ImageDecodeError, match=r"(?s)2 of the requested images could not be decoded.*id1: is empty"):
         open_store(table, SIZE, out)
-    kept = exclude_bad(table, out)
+    with pytest.raises(ImageDecodeError, match=r"(?s)2 of the 7 images.*recorded as bad.*skip_bad: true.*img01.png: is empty"):
+        screen_images(table.with_splits(["train"] * 7), SIZE, out)
+    kept = screen_images(table.with_splits(["train"] * 7), SIZE, out, skip_bad=True)
     assert kept.image_ids == ["id0", "id2", "id3", "id5", "id6"]
     np.testing.assert_array_equal(kept.labels, table.labels[[0, 2, 3, 5, 6]])
     store = open_store(kept, SIZE, out)
