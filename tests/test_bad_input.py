@@ -300,7 +300,8 @@ def test_messages_never_show_the_content_of_files_that_are_not_images(tmp_path: 
     images = tmp_path / "images"
     (images / "shadow.png").write_text(SECRET + "\n")  # a label row naming a private file
     # Read as DICOM for its name alone; pydicom's messages would quote the values it parsed.
-    (images / "shadow.dcm").write_bytes(b"\x28\x00\x08\x00IS\x0b\x00SECRETxyzzy\xe0\x7f\x10\x00OW\x00\x00\x04\x00\x00\x00abcd")
+    (images / "shadow.dcm").write_bytes(b"\x28\x00\x08\x00IS\x0b\x00SECRETxyzzy"
+                                        b"\xe0\x7f\x10\x00OW\x00\x00\x04\x00\x00\x00abcd")
     labels = write_labels(tmp_path / "private.csv", good + ["shadow.png", "shadow.dcm"])
     config = write_config(tmp_path / "private.yaml", labels, images)
     assert main(["check", str(config), "--workers", "0", "--no-progress"]) == 1

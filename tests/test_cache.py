@@ -237,7 +237,8 @@ def test_bad_images_stop_with_the_list_then_skip_bad_records_them(tmp_path: Path
 
     with pytest.raises(ImageDecodeError, match=r"(?s)2 of the requested images could not be decoded.*id1: is empty"):
         open_store(table, SIZE, out)
-    with pytest.raises(ImageDecodeError, match=r"(?s)2 of the 7 images.*recorded as bad.*skip_bad: true.*img01.png: is empty"):
+    with pytest.raises(ImageDecodeError,
+                       match=r"(?s)2 of the 7 images.*recorded as bad.*skip_bad: true.*img01.png: is empty"):
         screen_images(table.with_splits(["train"] * 7), SIZE, out)
     kept = screen_images(table.with_splits(["train"] * 7), SIZE, out, skip_bad=True)
     assert kept.image_ids == ["id0", "id2", "id3", "id5", "id6"]

@@ -169,7 +169,8 @@ def test_bad_images_stop_training_before_the_first_epoch(broken_synthetic, tmp_p
     assert code == 2, err
     lines = err.strip().splitlines()
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("cxrlt train: error: ")):]
-    assert lines[0].startswith("cxrlt train: error: 3 of the 120 images of the train, val and test splits cannot be read")
+    assert lines[0].startswith("cxrlt train: error: 3 of the 120 images of the train, val and test splits "
+                               "cannot be read")
     assert "data.images.skip_bad: true" in lines[0] and "Traceback" not in err
     assert sorted(line.strip().split(": ")[0] for line in lines[1:]) == broken_synthetic["broken"]
     assert not list(run.rglob("*.ckpt"))  # found before any training

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record undecodable images as bad and go on (default: data.images.skip_bad, else stop and list them)",
     )
     parser.add_argument("--overwrite", action="store_true",
-                        help="rebuild a cache that was prepared for other images or another size (only cxrlt's files go)")
+                        help="rebuild a cache prepared for other images or another size (only cxrlt's files go)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
