@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_labels
+from bad_inputs import BAD_FILES, make_dataset, png_bytes, write_config, write_good_images, write_labels
 from cli_contract import assert_refused, run_cxrlt
 from cxrlt.cli import main
 from cxrlt.data.cache import read_cache_info
@@ -582,3 +582,88 @@ def test_an_option_value_that_is_not_yaml_is_text_not_a_traceback(tmp_path: Path
     # "[Mass" is not YAML: read as the text it is, which `classes` (a list) then refuses by name
     assert_refused(["stats", "--source", "csv", "--labels", labels, "--option", "classes=[Mass"],
                    ["classes", "'[Mass'", "valid list"], keep=[tmp_path])
+
+
+# ------------------------------------------- special and private files, early scan
+SECRET = "root:$6$SECRETsalt$SECREThash:19000:0:99999:7:::"
+
+
+def test_check_refuses_fifos_and_devices_without_opening_them(tmp_path: Path):
+    config, good, _ = make_dataset(tmp_path, n_good=3, bad=False)
+    images = tmp_path / "images"
+    os.mkfifo(images / "pipe.png")  # opening it for reading would wait for a writer forever
+    (images / "zero.png").symlink_to("/dev/zero")  # endless
+    labels = write_labels(tmp_path / "special.csv", good + ["pipe.png", "zero.png"])
+    config = write_config(tmp_path / "special.yaml", labels, images)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for workers in ("0", "2"):
+        result = subprocess.run([sys.executable, "-m", "cxrlt", "check", str(config), "--workers", workers,
+                                 "--no-progress"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        assert "2 of 5 images cannot be read (2 distinct reasons)" in result.stdout
+        assert "is a named pipe (FIFO), not a regular file; refused without reading it" in result.stdout
+        assert "is a character device, not a regular file" in result.stdout
+        assert str(images / "pipe.png") in result.stdout and str(images / "zero.png") in result.stdout
+
+
+def test_messages_never_show_the_content_of_files_that_are_not_images(tmp_path: Path, capsys):
+    config, good, _ = make_dataset(tmp_path, n_good=3, bad=False)
+    images = tmp_path / "images"
+    (images / "shadow.png").write_text(SECRET + "\n")  # a label row naming a private file
+    # Read as DICOM for its name alone; pydicom's messages would quote the values it parsed.
+    (images / "shadow.dcm").write_bytes(b"\x28\x00\x08\x00IS\x0b\x00SECRETxyzzy"
+                                        b"\xe0\x7f\x10\x00OW\x00\x00\x04\x00\x00\x00abcd")
+    labels = write_labels(tmp_path / "private.csv", good + ["shadow.png", "shadow.dcm"])
+    config = write_config(tmp_path / "private.yaml", labels, images)
+    assert main(["check", str(config), "--workers", "0", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "SECRET" not in captured.out + captured.err
+    assert f"{images / 'shadow.png'}" in captured.out and "is not an image" in captured.out
+    assert "content is not shown" in captured.out
+    # The same file given as the label table: its first line is not repeated either.
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\ndaemon:*:19000:0:99999:7:::\n")
+    for source in ("csv", "nih", "chexpert"):
+        err = run_case(Case(stats(source, secret, tmp_path), [str(secret), "line 1", "content is not shown"],
+                            [tmp_path / "stats.json"]), capsys)
+        assert "SECRET" not in err
+
+
+def test_a_bad_test_image_is_found_when_the_run_data_is_loaded(tmp_path: Path):
+    from cxrlt.config import load_config
+    from cxrlt.errors import ImageDecodeError
+    from cxrlt.training.data import load_run_data
+
+    images = tmp_path / "images"
+    names = write_good_images(images, 8)  # rows 0, 1, 4, 5 train; 2, 6 val; 3, 7 test (write_labels)
+    cut = images / names[3]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    labels = write_labels(tmp_path / "labels.csv", names)
+    strict = write_config(tmp_path / "strict.yaml", labels, images)
+    with pytest.raises(ImageDecodeError) as info:
+        load_run_data(load_config(strict))
+    message = str(info.value)
+    assert message.startswith("1 of the 8 images of the train, val and test splits cannot be read")
+    assert f"{cut}: cannot be decoded as PNG" in message and "data.images.skip_bad: true" in message
+    skipping = write_config(tmp_path / "skip.yaml", labels, images, skip_bad=True)
+    data = load_run_data(load_config(skipping))
+    assert data.part("test").image_ids == [names[7]] and len(data.part("train")) == 4
+
+
+def test_a_bad_image_recorded_in_the_cache_stops_the_run_before_training(tmp_path: Path, capsys):
+    from cxrlt.config import load_config
+    from cxrlt.errors import ImageDecodeError
+    from cxrlt.training.data import load_run_data
+
+    images = tmp_path / "images"
+    names = write_good_images(images, 8)  # rows 0, 1, 4, 5 train; 2, 6 val; 3, 7 test (write_labels)
+    (images / names[7]).write_bytes(b"")  # a test image
+    labels = write_labels(tmp_path / "labels.csv", names)
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "run.yaml", labels, images, cache=str(cache))
+    assert main(["prepare", str(config), "--out", str(cache), "--workers", "0", "--quiet", "--skip-bad"]) == 0
+    with pytest.raises(ImageDecodeError, match=rf"(?s)recorded as bad when the cache was prepared; listed in "
+                                               rf"{cache / 'bad.json'}.*skip_bad: true.*{names[7]}: is empty"):
+        load_run_data(load_config(config))
+

@@ -14,9 +14,9 @@ from PIL import Image
 import cxrlt.data.cache as cache_module
 from cxrlt.data.cache import prepare_cache, read_cache_info
 from cxrlt.data.images import load_image
-from cxrlt.data.store import CacheStore, DecodingStore, exclude_bad, open_store
+from cxrlt.data.store import CacheStore, DecodingStore, open_store, screen_images
 from cxrlt.data.table import LabelTable
-from cxrlt.errors import ImageDecodeError, InputError
+from cxrlt.errors import ImageDecodeError, InputError, Interrupted
 
 SIZE = 16
 
@@ -88,7 +88,7 @@ def test_resume_decodes_only_unfinished_rows(tmp_path: Path, table: LabelTable, 
     out = tmp_path / "cache"
     interrupted = CountingLoader(stop_after=3)
     monkeypatch.setattr(cache_module, "load_image", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"stopped after 3 of 7 images \(they are kept\); run the same command again"):
         prepare_cache(table, out, SIZE, workers=1, progress=False)
     info = read_cache_info(out)
     assert not info.complete and info.finished == 3
@@ -109,7 +109,7 @@ def test_resume_decodes_only_unfinished_rows(tmp_path: Path, table: LabelTable, 
 def test_resume_with_worker_processes_keeps_finished_rows(tmp_path: Path, table: LabelTable, monkeypatch):
     out = tmp_path / "cache"
     monkeypatch.setattr(cache_module, "load_image", CountingLoader(stop_after=4))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         prepare_cache(table, out, SIZE, workers=1, progress=False)
     monkeypatch.undo()
     # Mark the finished rows' pixels: a resumed run must not write them again.
@@ -139,7 +139,7 @@ def test_interrupt_with_worker_processes_keeps_running_chunks(tmp_path: Path, ta
 
     monkeypatch.setattr(cache_module._Progress, "record", record_then_interrupt)
     out = tmp_path / "cache"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         prepare_cache(table, out, SIZE, workers=2, progress=False)
     monkeypatch.undo()
     info = read_cache_info(out)
@@ -157,7 +157,7 @@ def test_interrupt_with_worker_processes_keeps_running_chunks(tmp_path: Path, ta
 def test_interrupted_cache_is_not_readable_as_complete(tmp_path: Path, table: LabelTable, monkeypatch):
     out = tmp_path / "cache"
     monkeypatch.setattr(cache_module, "load_image", CountingLoader(stop_after=2))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         prepare_cache(table, out, SIZE, workers=1, progress=False)
     with pytest.raises(InputError, match=r"incomplete \(2 of 7 images done"):
         open_store(table, SIZE, out)
@@ -165,14 +165,21 @@ def test_interrupted_cache_is_not_readable_as_complete(tmp_path: Path, table: La
         CacheStore(out, table.image_ids, SIZE)
 
 
-def test_creation_interrupted_before_meta_starts_afresh(tmp_path: Path, table: LabelTable):
+def test_creation_interrupted_before_meta_starts_afresh(tmp_path: Path, table: LabelTable, monkeypatch):
     out = tmp_path / "cache"
-    out.mkdir()
-    (out / "index.json").write_text("{}")  # what a run killed during creation leaves
-    (out / ".pixels.npy.abc123.npy").write_bytes(b"partial")
+
+    def stop(*args, **kwargs):  # killed while the pixel file was being created
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module.np.lib.format, "open_memmap", stop)
+    with pytest.raises(Interrupted, match="stopped after 0 of 7 images"):
+        prepare_cache(table, out, SIZE, workers=1, progress=False)
+    monkeypatch.undo()
+    assert (out / "index.json").is_file() and not (out / "meta.json").exists()
     prepare_cache(table, out, SIZE, workers=1, progress=False)
     assert read_cache_info(out).complete
-    assert sorted(p.name for p in out.iterdir()) == ["done.npy", "index.json", "meta.json", "pixels.npy"]
+    names = ["cxrlt.json", "cxrlt.lock", "done.npy", "index.json", "meta.json", "pixels.npy"]
+    assert sorted(p.name for p in out.iterdir()) == names
 
 
 def test_mismatched_size_refused_then_overwritten(tmp_path: Path, table: LabelTable):
@@ -200,9 +207,9 @@ def test_non_cache_folder_is_not_touched(tmp_path: Path, table: LabelTable):
     out = tmp_path / "results"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match="not empty and not a prepared cache"):
+    with pytest.raises(InputError, match=r"holds files cxrlt did not write \(notes.txt\); nothing was changed"):
         prepare_cache(table, out, SIZE, workers=1, progress=False, overwrite=True)
-    assert (out / "notes.txt").read_text() == "mine"
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
     with pytest.raises(InputError, match="not a prepared image cache"):
         open_store(table, SIZE, out)
 
@@ -230,7 +237,10 @@ def test_bad_images_stop_with_the_list_then_skip_bad_records_them(tmp_path: Path
 
     with pytest.raises(ImageDecodeError, match=r"(?s)2 of the requested images could not be decoded.*id1: is empty"):
         open_store(table, SIZE, out)
-    kept = exclude_bad(table, out)
+    with pytest.raises(ImageDecodeError,
+                       match=r"(?s)2 of the 7 images.*recorded as bad.*skip_bad: true.*img01.png: is empty"):
+        screen_images(table.with_splits(["train"] * 7), SIZE, out)
+    kept = screen_images(table.with_splits(["train"] * 7), SIZE, out, skip_bad=True)
     assert kept.image_ids == ["id0", "id2", "id3", "id5", "id6"]
     np.testing.assert_array_equal(kept.labels, table.labels[[0, 2, 3, 5, 6]])
     store = open_store(kept, SIZE, out)
@@ -261,9 +271,11 @@ def test_not_enough_disk_space_is_refused_before_writing(tmp_path: Path, table: 
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
-    with pytest.raises(InputError, match="needs 0.00 GB but only 0.00 GB are free"):
+    needed = len(table) * SIZE * SIZE  # 7 x 16 x 16 = 1792 bytes
+    with pytest.raises(InputError, match=rf"no space left on /\S*: 100 bytes free, {needed / 1e3:.1f} kB needed"
+                                         r".*no image was decoded yet"):
         prepare_cache(table, tmp_path / "cache", SIZE, workers=1, progress=False)
-    assert not (tmp_path / "cache" / "meta.json").exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["cxrlt.json", "cxrlt.lock"]
 
 
 def test_damaged_cache_is_refused_and_can_be_rebuilt(tmp_path: Path, table: LabelTable):

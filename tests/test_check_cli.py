@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from bad_inputs import BAD_FILES, make_dataset
+from bad_inputs import BAD_FILES, make_dataset, png_bytes
 from cxrlt.cli import main
 
 
@@ -159,15 +161,58 @@ def test_training_with_a_cache_skips_the_images_prepare_recorded_as_bad(broken_s
     assert "leaving out 3 of 120 images" in captured.err
 
 
-def test_training_on_a_bad_image_without_skip_bad_names_it_without_a_traceback(broken_synthetic, tmp_path: Path, capsys):
+def test_bad_images_stop_training_before_the_first_epoch(broken_synthetic, tmp_path: Path, capsys):
+    config = write_run_config(tmp_path, broken_synthetic["raw"])
+    run = tmp_path / "run"
+    code = main(["train", str(config), "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("cxrlt train: error: ")):]
+    assert lines[0].startswith("cxrlt train: error: 3 of the 120 images of the train, val and test splits "
+                               "cannot be read")
+    assert "data.images.skip_bad: true" in lines[0] and "Traceback" not in err
+    assert sorted(line.strip().split(": ")[0] for line in lines[1:]) == broken_synthetic["broken"]
+    assert not list(run.rglob("*.ckpt"))  # found before any training
+
+
+def png_with_bad_image_data(pixels: np.ndarray) -> bytes:
+    """A PNG whose IDAT chunk is not a deflate stream but carries a correct CRC.
+
+    It passes the quick check (chunk structure and CRCs) and fails only when
+    decoded: the one kind of damage a run meets in the middle of an epoch.
+    """
+    import struct
+    import zlib
+
+    data = png_bytes(pixels)
+    start = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[start:start + 4])[0]
+    garbage = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    chunk = struct.pack(">I", length) + b"IDAT" + garbage + struct.pack(">I", zlib.crc32(b"IDAT" + garbage))
+    return data[:start] + chunk + data[start + 12 + length:]
+
+
+def test_an_image_failing_in_a_dataloader_worker_is_named_without_a_traceback(tmp_path: Path, capsys):
     # DataLoader worker processes re-raise with the worker's traceback as the message; the CLI prints ours only.
-    raw = {**broken_synthetic["raw"], "train": {**broken_synthetic["raw"]["train"], "num_workers": 2,
-                                                "limit_train_batches": 8}}
+    from cxrlt.config import parse_config
+    from cxrlt.data.images import check_image
+    from cxrlt.data.sources import load_table
+    from cxrlt.data.synthetic import generate_dataset
+    from test_training import tiny_config
+
+    folder = generate_dataset(tmp_path / "synthetic", n_images=120, image_size=48, seed=3, progress=False)
+    raw = tiny_config(folder, epochs=1, limit_train_batches=8, limit_eval_batches=1, batch_size=16, num_workers=2)
+    raw["data"]["sources"][0]["n_images"] = 120
+    train = load_table(parse_config(raw).data).split("train").image_paths()
+    bad = train[len(train) // 2]
+    bad.write_bytes(png_with_bad_image_data(np.asarray(Image.open(bad))))
+    assert check_image(bad, quick=True) is None and "cannot be decoded as PNG" in check_image(bad)
     config = write_run_config(tmp_path, raw)
     code = main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2, err
     message = err.strip().splitlines()[-1]
     assert message.startswith("cxrlt train: error: ") and "Traceback" not in err and "DataLoader" not in err
-    assert any(f"{path}: " in message for path in broken_synthetic["broken"])
+    assert f"{bad}: cannot be decoded as PNG" in message
     assert not (tmp_path / "run" / "model.safetensors").exists()

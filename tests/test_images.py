@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import cxrlt.data.images as images_module
 from cxrlt.data.images import (
     center_crop,
+    check_image,
     crop_and_resize,
     decode_image,
     load_image,
@@ -377,6 +379,75 @@ def test_scan_images_reports_every_bad_file(tmp_path: Path, workers: int):
     bad = scan_images(ordered, workers=workers, progress=False)
     assert [path for path, _ in bad] == [files[k] for k in ("truncated", "empty", "text", "dicom", "missing")]
     assert all(reason and str(path) not in reason for path, reason in bad)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quick_scan_finds_the_same_bad_files(tmp_path: Path, workers: int):
+    files = make_bad_files(tmp_path)
+    ordered = [files[k] for k in ("good", "truncated", "empty", "good", "text", "dicom", "missing")]
+    quick = scan_images(ordered, workers=workers, progress=False, quick=True)
+    full = scan_images(ordered, workers=workers, progress=False)
+    assert [path for path, _ in quick] == [path for path, _ in full]
+    assert [reason.split(" (")[0] for _, reason in quick] == [reason.split(" (")[0] for _, reason in full]
+
+
+def test_quick_check_catches_a_png_cut_anywhere_without_inflating_it(tmp_path: Path, monkeypatch):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "film.png"
+    Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    monkeypatch.setattr(images_module, "decode_image", None)  # the quick check of a PNG never decodes
+    assert check_image(path, quick=True) is None
+    cut = tmp_path / "cut.png"
+    for length in np.linspace(9, len(data) - 12, 25).astype(int):  # down to a file without its IEND chunk
+        cut.write_bytes(data[:length])
+        assert check_image(cut, quick=True).startswith("cannot be decoded as PNG"), length
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # one flipped bit pattern inside the image data: the chunk CRC fails
+    cut.write_bytes(bytes(damaged))
+    assert "cannot be decoded as PNG" in check_image(cut, quick=True)
+
+
+def test_quick_check_decodes_other_formats(tmp_path: Path):
+    path = tmp_path / "film.jpg"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64), dtype=np.uint8)).save(path, quality=90)
+    assert check_image(path, quick=True) is None
+    path.write_bytes(path.read_bytes()[:-300])
+    assert "cannot be decoded as JPEG" in check_image(path, quick=True)
+
+
+def logged_check(path, quick=False):
+    """Stands in for `check_image` in the worker processes: 10 ms, and a line in the log beside the files."""
+    import time
+
+    time.sleep(0.01)
+    with open(Path(path).parent / "checked.log", "a") as log:
+        log.write(f"{path}\n")
+
+
+def test_ctrl_c_stops_a_parallel_scan_without_checking_the_queued_files(tmp_path: Path, monkeypatch):
+    import cxrlt.progress
+
+    paths = [tmp_path / f"x{i}.png" for i in range(400)]  # chunks of 25 files
+    monkeypatch.setattr(images_module, "check_image", logged_check)
+    real_bar = cxrlt.progress.progress_bar
+
+    def interrupted_bar(*args, **kwargs):  # Ctrl-C once 10 results came back
+        bar = real_bar(*args, **kwargs)
+
+        def update(n):
+            if bar.n >= 10:
+                raise KeyboardInterrupt
+            bar.n += n
+
+        bar.update = update
+        return bar
+
+    monkeypatch.setattr(cxrlt.progress, "progress_bar", interrupted_bar)
+    with pytest.raises(KeyboardInterrupt):
+        scan_images(paths, workers=2, progress=False)
+    checked = len((tmp_path / "checked.log").read_text().splitlines())
+    assert 10 <= checked <= 6 * 25  # the chunks running or handed to a worker, not the 400
 
 
 def test_outputs_are_writable_arrays(tmp_path: Path):

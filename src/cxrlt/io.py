@@ -147,6 +147,33 @@ def save_figure(path: str | Path, figure: Any, **kwargs: Any) -> Path:
     return Path(path)
 
 
+# Errors a write raises when the file system (or the user's quota) is full.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_left(path: str | Path, needed: int) -> str:
+    """'no space left on MOUNT: N free, M needed': how every full-disk error starts."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    mount = probe.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return f"no space left on {mount}: {format_size(free)} free, {format_size(needed)} needed"
+
+
+def format_size(n: int) -> str:
+    """A byte count for people: 812 bytes, 3.4 MB, 1.25 GB (powers of 1000)."""
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1e6:
+        return f"{n / 1e3:.1f} kB"
+    if n < 1e9:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.2f} GB"
+
+
 def _finite_or_none(obj: Any) -> Any:
     """Replace NaN/inf floats (not valid JSON) by None, recursively."""
     import math

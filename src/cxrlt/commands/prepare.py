@@ -12,11 +12,16 @@ Reads the label table from CONFIG's `data` section, decodes every image
 pixels (--size; exact area averaging), and stores all of them in one memory-mapped
 uint8 array under --out. Point a run at it with `data.images.cache: DIR`.
 
-The work is resumable: if the command is interrupted, running it again
-decodes only the images not yet done. A folder holding a cache of another
-image list or size is refused unless --overwrite. Images that cannot be
-decoded stop the command with the list of all of them (the others are kept);
---skip-bad records them as bad instead, to be left out of training.
+The work is resumable: if the command is interrupted (Ctrl-C, a kill, a
+full disk), running it again decodes only the images not yet done. --out
+must be a new or empty folder or a cache folder; a folder holding anything
+else is refused before a file is touched. A cache of another image list or
+size is refused unless --overwrite, which removes only the files cxrlt wrote
+there. One `prepare` writes a folder at a time. The pixel file's disk space
+is reserved up front, so a full disk stops the command before decoding.
+Images that cannot be decoded stop the command with the list of all of them
+(the others are kept); --skip-bad records them as bad instead, to be left
+out of training.
 """
 EXAMPLE = "cxrlt prepare configs/nih128-quickstart.yaml --out cache/nih128-64 --workers 8"
 
@@ -47,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-bad", action="store_true",
         help="record undecodable images as bad and go on (default: data.images.skip_bad, else stop and list them)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a cache that was prepared for other images or another size")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild a cache prepared for other images or another size (only cxrlt's files go)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.data.cache import prepare_cache, read_cache_info
     from cxrlt.data.images import default_workers
     from cxrlt.data.sources import load_table
+    from cxrlt.io import format_size
 
     data = load_data_config(args.config, purpose="`cxrlt prepare` reads its images from it")
     table = load_table(data)
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     info = read_cache_info(args.out)
     processed = info.finished - already
-    where = f"{args.out} ({_count(info.count, 'image')} at {size} x {size}, {info.count * size * size / 1e9:.2f} GB)"
+    where = f"{args.out} ({_count(info.count, 'image')} at {size} x {size}, {format_size(info.count * size * size)})"
     if processed == 0:
         print(f"up to date: {where}")
     else:

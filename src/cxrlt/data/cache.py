@@ -12,21 +12,27 @@ the decoder. `prepare_cache` writes a folder:
     done.npy      uint8 per row: 0 pending, 1 decoded, 2 recorded as bad
     bad.json      image id -> reason, for rows recorded as bad (--skip-bad)
 
-Worker processes write rows straight into `pixels.npy`; the main process
-records finished rows in `done.npy` only after the pixel file has been
-synced, so a checkpoint never claims pixels the disk does not hold. An
-interrupted run (Ctrl-C, a crash, a full disk) keeps every checkpointed row;
-running it again decodes only the rest. Readers accept a cache only when
-`meta.json` says complete.
+besides the marker `cxrlt.json` (the folder is cxrlt's; it lists the files
+above, the only ones `--overwrite` removes) and the lock `cxrlt.lock` (one
+`prepare` per folder at a time), both from `cxrlt.ownership`.
+
+The pixel file gets all its disk blocks before any decoding, and worker
+processes write rows straight into it with `pwrite` (a full disk is an
+error, never a SIGBUS); the main process records finished rows in
+`done.npy` only after the pixel file has been synced, so a checkpoint never
+claims pixels the disk does not hold. An interrupted run (Ctrl-C, a crash,
+a full disk) keeps every checkpointed row; running it again decodes only
+the rest. Readers accept a cache only when `meta.json` says complete.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,8 +42,10 @@ import numpy as np
 from cxrlt import __version__
 from cxrlt.data.images import default_workers, error_reason, format_bad_images, load_image
 from cxrlt.data.table import LabelTable
-from cxrlt.errors import ImageDecodeError, InputError
-from cxrlt.io import atomic_path, read_json, write_json
+from cxrlt.errors import ImageDecodeError, InputError, Interrupted
+from cxrlt.io import DISK_FULL, atomic_path, no_space_left, read_json, write_json
+from cxrlt.ownership import OwnedFolder, claim
+from cxrlt.processes import worker_pool
 
 CACHE_FORMAT = "cxrlt-image-cache"
 CACHE_VERSION = 1
@@ -181,13 +189,19 @@ def prepare_cache(
     """Decode every image of `table` once into a (N, size, size) uint8 cache at `out`.
 
     Resumable: running it again on the same table and size decodes only rows
-    not yet finished. A folder holding a cache of another image list or size
-    is refused unless `overwrite` (then it is rebuilt from scratch).
-    Images that cannot be decoded stop the run with the list of all of them
-    (the good rows are kept); with `skip_bad` they are recorded as bad
-    instead and the stores refuse them. `workers` processes decode in
-    parallel (default: all available cores; 0 or 1: this process).
-    Returns `out`.
+    not yet finished. `out` must be new, empty, or a cache folder (marked as
+    cxrlt's, or a cache an earlier cxrlt wrote); anything else is refused
+    before a file is touched. A cache of another image list or size is
+    refused unless `overwrite` (then cxrlt's files are removed and it is
+    rebuilt; files it did not write stay). One `prepare` writes a folder at a
+    time (its lock). Images that cannot be decoded stop the run with the list
+    of all of them (the good rows are kept); with `skip_bad` they are
+    recorded as bad instead and the stores refuse them. `workers` processes
+    decode in parallel (default: all available cores; 0 or 1: this process).
+
+    Ctrl-C raises `Interrupted` and a full disk an InputError starting "no
+    space left on"; both say how many images are kept, and running the same
+    call again continues. Returns `out`.
     """
     out = Path(out)
     if size < 1:
@@ -195,12 +209,45 @@ def prepare_cache(
     if len(table) == 0:
         raise InputError("the label table has no images; nothing to prepare")
     workers = default_workers() if workers is None else max(0, int(workers))
-    _claim_folder(out, table, size, overwrite)
+    try:
+        folder = claim(out, "cache", adopt=_earlier_cache, hint="choose a new or empty folder for the prepared cache")
+        with folder.lock("prepare"):
+            _prepare(folder, table, size, workers, progress, skip_bad, overwrite)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{out}: stopped after {_checkpointed(out, len(table))} of {len(table)} images (they are kept); "
+            "run the same command again to continue"
+        ) from None
+    except BrokenProcessPool:
+        raise InputError(
+            f"a decoding worker process was killed (by the system: out of memory, or a full disk on a file system "
+            f"that cannot reserve space ahead); {_kept(out, len(table))}. Run the same command again to continue, "
+            "with fewer --workers if memory is short",
+            out,
+        ) from None
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise InputError(
+            f"{no_space_left(out, _space_missing(out, len(table), size))} to finish the cache; "
+            f"{_kept(out, len(table))}. Free some space (or choose another --out, or a smaller --size) and run the "
+            "same command again to continue",
+            out,
+        ) from None
+    return out
+
+
+def _prepare(folder: OwnedFolder, table: LabelTable, size: int, workers: int, progress: bool, skip_bad: bool,
+             overwrite: bool) -> None:
+    """`prepare_cache` in a claimed and locked folder."""
+    out = folder.path
+    _open_cache(folder, table, size, overwrite)
     status = _read_status(out, len(table))
     bad = read_json(out / BAD) if (out / BAD).is_file() else {}
     if not (status == PENDING).any():
         _write_complete(out, table, size, status)
-        return out
+        return
+    _allocate(out / PIXELS)
     paths = [str(p) for p in table.image_paths()]
     pending = np.flatnonzero(status == PENDING)
     # Chunks small enough to balance the load and to lose little on a kill,
@@ -208,11 +255,7 @@ def prepare_cache(
     chunk = int(max(1, min(32, len(pending) // (max(workers, 1) * 4))))
     workers = min(workers, -(-len(pending) // chunk))
     # Worker processes start before the progress bar's monitor thread exists.
-    pool = (
-        ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(out / PIXELS),))
-        if workers > 1
-        else None
-    )
+    pool = worker_pool(workers, _init_worker, (str(out / PIXELS),)) if workers > 1 else None
     failures: list[tuple[int, str]] = []
     try:
         if pool is not None:
@@ -239,7 +282,74 @@ def prepare_cache(
             f"again, or pass --skip-bad (data.images.skip_bad) to record them as bad and leave them out:\n{listing}"
         )
     _write_complete(out, table, size, status)
-    return out
+
+
+def _kept(out: Path, count: int) -> str:
+    kept = _checkpointed(out, count)
+    return f"the {kept} images decoded so far are kept" if kept else "no image was decoded yet"
+
+
+def _checkpointed(out: Path, count: int) -> int:
+    """Rows the cache on disk records as finished (what a resumed run keeps)."""
+    try:
+        return int(np.count_nonzero(_read_status(out, count)))
+    except InputError:
+        return 0
+
+
+# --------------------------------------------------------------- disk space
+def _allocate(pixels: Path) -> None:
+    """Give the pixel file all its disk blocks now, so a full disk shows before any decoding.
+
+    Where the file system cannot allocate ahead, the file stays sparse and a
+    full disk shows as ENOSPC from the row write that needs a new block
+    (`_PixelWriter`), which stops the run the same way.
+    """
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    fd = os.open(pixels, os.O_RDWR)
+    try:
+        allocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _space_missing(out: Path, count: int, size: int) -> int:
+    """Bytes the pixel file still lacks on disk (all of it before it exists)."""
+    try:
+        stat = (out / PIXELS).stat()
+    except FileNotFoundError:
+        return count * size * size
+    return max(0, stat.st_size - stat.st_blocks * 512)
+
+
+class _PixelWriter:
+    """Writes rows of the pixel file with `pwrite`.
+
+    Not through a writable memory map: a store into a page the disk has no
+    room for is a SIGBUS ("Bus error") that kills the process, where
+    `pwrite` fails with ENOSPC and the run stops cleanly.
+    """
+
+    def __init__(self, path: Path):
+        pixels = np.load(path, mmap_mode="r")
+        self.offset, self.row_bytes = pixels.offset, int(np.prod(pixels.shape[1:]))
+        del pixels
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, row: int, image: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(image, dtype=np.uint8)).cast("B")
+        position = self.offset + row * self.row_bytes
+        while data:  # a short write is followed by one that raises (ENOSPC)
+            written = os.pwrite(self.fd, data, position)
+            data, position = data[written:], position + written
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _run_here(
@@ -251,17 +361,17 @@ def _run_here(
     failures: list[tuple[int, str]],
     skip_bad: bool,
 ) -> None:
-    pixels = np.load(pixels_path, mmap_mode="r+")
+    pixels = _PixelWriter(pixels_path)
     try:
         for row in pending.tolist():
             try:
-                pixels[row] = load_image(paths[row], size)
+                pixels.write(row, load_image(paths[row], size))
             except ImageDecodeError as exc:
                 writer.record([], [(row, error_reason(exc))], skip_bad, failures)
             else:
                 writer.record([row], [], skip_bad, failures)
     finally:
-        del pixels
+        pixels.close()
 
 
 def _run_pool(
@@ -313,14 +423,11 @@ def _take(iterator: Iterator[np.ndarray], n: int) -> list[np.ndarray]:
     return taken
 
 
-_WORKER_PIXELS: dict[str, np.memmap] = {}
+_WORKER_PIXELS: dict[str, _PixelWriter] = {}
 
 
 def _init_worker(pixels_path: str) -> None:
-    # The main process decides what an interrupt means: it lets running
-    # chunks finish and records them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_PIXELS["pixels"] = np.load(pixels_path, mmap_mode="r+")
+    _WORKER_PIXELS["pixels"] = _PixelWriter(Path(pixels_path))
 
 
 def _decode_rows(rows: list[int], paths: list[str], size: int) -> tuple[list[int], list[tuple[int, str]]]:
@@ -330,7 +437,7 @@ def _decode_rows(rows: list[int], paths: list[str], size: int) -> tuple[list[int
     failed: list[tuple[int, str]] = []
     for row, path in zip(rows, paths):
         try:
-            pixels[row] = load_image(path, size)
+            pixels.write(row, load_image(path, size))
         except ImageDecodeError as exc:
             failed.append((row, error_reason(exc)))
         else:
@@ -400,13 +507,28 @@ class _Progress:
 
 
 # ----------------------------------------------------------- folder state
-def _claim_folder(out: Path, table: LabelTable, size: int, overwrite: bool) -> None:
-    """Make `out` a cache for (table, size): new, resumed, or rebuilt if allowed."""
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder; choose a folder for the prepared cache", out)
+def _earlier_cache(out: Path) -> bool:
+    """Whether an unmarked folder is a cache written before caches were marked (only cache files in it)."""
+    try:
+        meta = read_json(out / META)
+    except InputError:
+        return False
+    ours = all(child.name in _CACHE_FILES or _is_temporary(child.name) for child in out.iterdir())
+    return ours and isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT
+
+
+def _is_temporary(name: str) -> bool:
+    """A temporary file `atomic_path` names after one of the cache files."""
+    return any(name.startswith(f".{file}.") for file in _CACHE_FILES)
+
+
+def _open_cache(folder: OwnedFolder, table: LabelTable, size: int, overwrite: bool) -> None:
+    """Make the claimed `folder` a cache for (table, size): resumed, rebuilt if allowed, or new."""
+    out = folder.path
     if (out / META).is_file():
         problem = _mismatch(out, table, size)
         if problem is None:
+            folder.record(*_CACHE_FILES)  # a cache adopted from an earlier cxrlt may lack some yet
             return
         if not overwrite:
             raise InputError(
@@ -414,17 +536,10 @@ def _claim_folder(out: Path, table: LabelTable, size: int, overwrite: bool) -> N
                 "prepare it again",
                 out,
             )
-        _remove_cache_files(out)
-    elif out.is_dir():
-        # Files of ours without meta.json: an earlier run stopped while
-        # creating the cache; they hold nothing finished.
-        _remove_cache_files(out)
-    if out.is_dir() and any(out.iterdir()):
-        names = ", ".join(sorted(p.name for p in out.iterdir())[:5])
-        raise InputError(
-            f"is not empty and not a prepared cache (it holds {names}); choose an empty or new folder", out
-        )
-    _create(out, table, size)
+    # A cache being rebuilt, or what a creation stopped before meta.json
+    # left (nothing finished): cxrlt's own files go, nothing else.
+    folder.remove_owned()
+    _create(folder, table, size)
 
 
 def _mismatch(out: Path, table: LabelTable, size: int) -> str | None:
@@ -450,27 +565,16 @@ def _mismatch(out: Path, table: LabelTable, size: int) -> str | None:
     return None
 
 
-def _remove_cache_files(out: Path) -> None:
-    for child in out.iterdir():
-        # Our files and the temporary files `atomic_path` names after them.
-        if child.is_file() and any(child.name == n or child.name.startswith(f".{n}.") for n in _CACHE_FILES):
-            child.unlink()
-
-
-def _create(out: Path, table: LabelTable, size: int) -> None:
+def _create(folder: OwnedFolder, table: LabelTable, size: int) -> None:
     count = len(table)
+    out = folder.path
     needed = count * size * size
-    out.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out).free
-    if needed > free:
-        raise InputError(
-            f"a cache of {count} images at {size} x {size} needs {needed / 1e9:.2f} GB but only "
-            f"{free / 1e9:.2f} GB are free on that disk; choose another --out or a smaller --size",
-            out,
-        )
+    if shutil.disk_usage(out).free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))  # before writing anything
+    folder.record(*_CACHE_FILES)
     write_json(out / INDEX, {"image_ids": table.image_ids, "paths": [str(p) for p in table.image_paths()]})
     with atomic_path(out / PIXELS) as tmp:
-        # A sparse file: blocks are allocated as rows are written.
+        # Sparse at first; `_allocate` gives it its blocks before any row is written.
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size)).flush()
     # meta.json last: a folder with it always has the index and pixel file.
     write_json(out / META, _meta(table, size, complete=False))

@@ -27,14 +27,17 @@ Intensity rules (the file's content, not its extension, decides the format):
 
 Every failure a user's file can cause (missing, empty, truncated, not an
 image, an undecodable DICOM) is raised as `ImageDecodeError` naming the file.
+FIFOs and devices are refused without being opened, and no message quotes
+the bytes of a file that is not an image (a mistyped path may name a
+private file).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
@@ -167,26 +170,8 @@ def _area_weights(n_in: int, n_out: int):  # -> scipy.sparse.csr_matrix
 
 # --------------------------------------------------------------- decoding
 def _decode(path: Path, draft_size: int | None) -> np.ndarray:
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise ImageDecodeError("file not found", path) from None
-    except IsADirectoryError:
-        raise ImageDecodeError("is a folder, not an image file", path) from None
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot be opened ({exc.strerror or exc})", path) from None
-    with handle:
-        header = handle.read(_HEADER_BYTES)
-        if not header:
-            raise ImageDecodeError("is empty (0 bytes)", path)
-        handle.seek(0)
-        kind = _sniff(header, path)
-        if kind is None:
-            raise ImageDecodeError(
-                f"is not an image: its content starts with {header[:12]!r}, not the signature of a "
-                "PNG, JPEG, TIFF, BMP, JPEG 2000 or DICOM file",
-                path,
-            )
+    with _open_image(path) as handle:
+        header, kind = _read_kind(handle, path)
         if kind == "DICOM":
             image = _decode_dicom(handle, path, has_preamble=header[128:132] == b"DICM")
         else:
@@ -196,6 +181,65 @@ def _decode(path: Path, draft_size: int | None) -> np.ndarray:
     if not image.flags.writeable:
         image = image.copy()  # arrays over Pillow's bytes are read-only; callers may edit theirs
     return image
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _open_image(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file.
+
+    FIFOs, devices and sockets are refused from their `stat`, unopened:
+    opening a FIFO blocks until something writes to it, and a device can be
+    endless or act on being opened. The file is opened non-blocking and
+    checked again, so a path swapped for a FIFO in between cannot hang us.
+    """
+    try:
+        _refuse_special(os.stat(path).st_mode, path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found", path) from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot be opened ({exc.strerror or exc})", path) from None
+    try:
+        _refuse_special(os.fstat(fd).st_mode, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _refuse_special(mode: int, path: Path) -> None:
+    if stat.S_ISDIR(mode):
+        raise ImageDecodeError("is a folder, not an image file", path)
+    for test, kind in _SPECIAL_FILES:
+        if test(mode):
+            raise ImageDecodeError(f"is {kind}, not a regular file; refused without reading it", path)
+    if not stat.S_ISREG(mode):
+        raise ImageDecodeError("is not a regular file; refused without reading it", path)
+
+
+def _read_kind(handle: BinaryIO, path: Path) -> tuple[bytes, str]:
+    """The file's first bytes and its format from them (the handle is rewound)."""
+    header = handle.read(_HEADER_BYTES)
+    if not header:
+        raise ImageDecodeError("is empty (0 bytes)", path)
+    handle.seek(0)
+    kind = _sniff(header, path)
+    if kind is None:
+        # Never the bytes themselves: a mistyped path may name a private file.
+        raise ImageDecodeError(
+            "is not an image: not a PNG, JPEG, TIFF, BMP, JPEG 2000 or DICOM file (its first "
+            f"{len(header)} bytes match none of their signatures; the content is not shown)",
+            path,
+        )
+    return header, kind
 
 
 def _sniff(header: bytes, path: Path) -> str | None:
@@ -289,7 +333,7 @@ def _decode_dicom_quietly(handle: BinaryIO, path: Path, has_preamble: bool) -> n
     except Exception as exc:
         if not _library_failure(exc):
             raise
-        raise ImageDecodeError(f"cannot be read as DICOM ({_describe(exc)})", path) from None
+        raise ImageDecodeError(f"cannot be read as DICOM ({_dicom_detail(exc, has_preamble)})", path) from None
     if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageDecodeError("is a DICOM file without pixel data (not an image)", path)
     frames = _int_or(dataset.get("NumberOfFrames"), 1)
@@ -305,15 +349,26 @@ def _decode_dicom_quietly(handle: BinaryIO, path: Path, has_preamble: bool) -> n
             raise
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         syntax_name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
-        raise ImageDecodeError(
-            f"DICOM pixel data cannot be decoded (transfer syntax {syntax_name}): {_describe(exc)}", path
-        ) from None
+        raise ImageDecodeError(f"DICOM pixel data cannot be decoded (transfer syntax {syntax_name}): "
+                               f"{_dicom_detail(exc, has_preamble)}", path) from None
     try:
         return _dicom_to_gray(dataset, pixels)
     except Exception as exc:
         if not _library_failure(exc):
             raise
-        raise ImageDecodeError(f"DICOM pixel values cannot be mapped to gray levels ({_describe(exc)})", path) from None
+        raise ImageDecodeError(f"DICOM pixel values cannot be mapped to gray levels "
+                               f"({_dicom_detail(exc, has_preamble)})", path) from None
+
+
+def _dicom_detail(exc: BaseException, has_preamble: bool) -> str:
+    """The library's reason, for a file with the DICOM preamble only.
+
+    A file read as DICOM because of its name alone may be anything (a
+    mistyped path), and pydicom's messages quote the values it parsed.
+    """
+    if has_preamble:
+        return _describe(exc)
+    return "no 'DICM' preamble, read because of its name, and not valid DICOM; its content is not shown"
 
 
 def _set_missing_transfer_syntax(dataset) -> None:
@@ -416,12 +471,39 @@ def _int_or(value, default: int) -> int:
 
 
 # ---------------------------------------------------------------- scanning
-def _check_one(path: str) -> str | None:
+def check_image(path: str | Path, quick: bool = False) -> str | None:
+    """Why `path` cannot be read as an image, or None when it can.
+
+    The full check decodes the file (`decode_image`). The quick one reads a
+    PNG's chunks and checks their CRCs and the closing IEND chunk without
+    inflating the pixels (~1.2 ms instead of ~17 ms for a 1024 x 1024 NIH
+    film), which catches truncated and damaged files; only a deflate stream
+    corrupted with matching CRCs (crafted, not a disk or copy error) passes
+    it and fails at decoding. Other formats are decoded either way.
+    """
+    path = Path(path)
     try:
+        if quick:
+            with _open_image(path) as handle:
+                if _read_kind(handle, path)[1] == "PNG":
+                    _verify_png(handle, path)
+                    return None
         decode_image(path)
     except ImageDecodeError as exc:
         return error_reason(exc)
     return None
+
+
+def _verify_png(handle: BinaryIO, path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(handle) as image:
+            image.verify()
+    except Exception as exc:
+        if not _library_failure(exc):
+            raise
+        raise ImageDecodeError(f"cannot be decoded as PNG ({_describe(exc)})", path) from None
 
 
 def error_reason(exc: InputError) -> str:
@@ -440,36 +522,42 @@ def default_workers() -> int:
 
 
 def scan_images(
-    paths: Iterable[str | Path], workers: int | None = None, progress: bool = True
+    paths: Iterable[str | Path], workers: int | None = None, progress: bool = True, quick: bool = False
 ) -> list[tuple[Path, str]]:
-    """Decode every file and return all that fail, as (path, reason) pairs.
+    """Check every file (`check_image`) and return all that fail, as (path, reason) pairs.
 
     Runs in `workers` processes (default: all available cores; 0 or 1 runs in
     this process) with a progress bar, so one pass over a data set lists every
-    bad file at once instead of stopping at the first.
+    bad file at once instead of stopping at the first. Ctrl-C stops it at
+    once (queued files are dropped, not checked).
     """
+    from cxrlt.processes import worker_pool
     from cxrlt.progress import progress_bar
 
     paths = [Path(p) for p in paths]
     workers = default_workers() if workers is None else workers
+    check = functools.partial(check_image, quick=quick)
     bad: list[tuple[Path, str]] = []
     if workers <= 1 or len(paths) < 2:
         with progress_bar(total=len(paths), desc="checking images", unit="img", enabled=progress) as bar:
             for path in paths:
-                reason = _check_one(str(path))
+                reason = check(path)
                 if reason is not None:
                     bad.append((path, reason))
                 bar.update(1)
         return bad
     chunk = max(1, min(64, len(paths) // (workers * 8)))
     # The pool is started before the progress bar's monitor thread exists.
-    with ProcessPoolExecutor(max_workers=min(workers, len(paths))) as pool:
-        results = pool.map(_check_one, [str(p) for p in paths], chunksize=chunk)
+    pool = worker_pool(min(workers, len(paths)))
+    try:
+        results = pool.map(check, [str(p) for p in paths], chunksize=chunk)
         with progress_bar(total=len(paths), desc="checking images", unit="img", enabled=progress) as bar:
             for path, reason in zip(paths, results):
                 if reason is not None:
                     bad.append((path, reason))
                 bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return bad
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,12 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrlt.config import RunConfig, SamplerSpec
-from cxrlt.data.cache import read_cache_info
 from cxrlt.data.dataset import ImageDataset, KeyedSampler, ShardSampler
-from cxrlt.data.images import format_bad_images, scan_images
 from cxrlt.data.sources import load_table
 from cxrlt.data.stats import LabelStats
-from cxrlt.data.store import open_store
+from cxrlt.data.store import open_store, screen_images
 from cxrlt.data.table import LabelTable
 from cxrlt.data.transforms import Pipeline, build_pipeline
 from cxrlt.errors import InputError
@@ -82,42 +79,21 @@ class RunData:
 
 
 def load_run_data(config: RunConfig) -> RunData:
-    """Read the sources of `config`, assign splits, and warn about slow image paths."""
-    if config.data.images.cache is None:
+    """Read the sources of `config`, assign splits, and find unreadable images before any training.
+
+    Every image of the train, val and test splits is checked now
+    (`screen_images`: the cache's bad list, or a quick scan of the files),
+    so a bad file stops the run before the first epoch, not at test
+    prediction; `data.images.skip_bad` leaves such images out instead.
+    """
+    images = config.data.images
+    if images.cache is None:
         log.warning(
             "no prepared cache (data.images.cache): images are decoded from the original files every epoch. "
             "Run `cxrlt prepare CONFIG --out DIR` once and set data.images.cache=DIR for a much faster data path."
         )
-    table = load_table(config.data)
-    if config.data.images.skip_bad:
-        table = drop_bad_images(table, config.data.images.cache)
+    table = screen_images(load_table(config.data), images.stored, cache=images.cache, skip_bad=images.skip_bad)
     return RunData(config, table)
-
-
-def drop_bad_images(table: LabelTable, cache: Path | None = None) -> LabelTable:
-    """`table` without its undecodable images (`data.images.skip_bad`), with a warning listing them.
-
-    With a prepared cache, the images it recorded as bad are left out (no
-    decoding); otherwise every image is decoded once now (`scan_images`), so
-    a bad file cannot stop training in the middle of an epoch. Splits were
-    assigned before, so they do not depend on which files are readable.
-    """
-    paths = table.image_paths()
-    if cache is not None:
-        recorded = read_cache_info(cache).bad
-        bad = [(path, recorded[image_id]) for image_id, path in zip(table.image_ids, paths) if image_id in recorded]
-    else:
-        bad = scan_images(paths)
-    if not bad:
-        return table
-    unreadable = {str(path) for path, _ in bad}
-    keep = np.array([str(path) not in unreadable for path in paths], dtype=bool)
-    if not keep.any():
-        raise InputError(f"none of the {len(table)} images can be decoded (data.images.skip_bad left out all of them):\n"
-                         + format_bad_images(bad))
-    log.warning("data.images.skip_bad: leaving out %d of %d images that cannot be decoded:\n%s",
-                len(bad), len(table), format_bad_images(bad))
-    return table.subset(keep)
 
 
 class StageDataModule(L.LightningDataModule):

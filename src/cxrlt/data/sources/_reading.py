@@ -187,6 +187,17 @@ class CsvFile:
             reader.line_num,
         )
 
+    def shown_header(self) -> str:
+        """The header for messages: its column names, unless line 1 is not a list of columns.
+
+        A single field means the file is probably not a label table at all (a
+        mistyped path), so its first line is not repeated: it may be private.
+        """
+        if len(self.header) > 1:
+            return ", ".join(self.header)
+        return (f"one field, not columns separated by {self.sep!r} (its content is not shown; is this "
+                f"a {self.what}?)")
+
     # ------------------------------------------------------------- columns
     def find(self, *names: str) -> str | None:
         """The header name matching any of `names` (ignoring case and punctuation)."""
@@ -207,7 +218,8 @@ class CsvFile:
         for role, names in expected.items():
             column = self.find(*names)
             if column is None:
-                close = difflib.get_close_matches(names[0], self.header, n=1, cutoff=0.6)
+                shown = self.header if len(self.header) > 1 else []  # see shown_header
+                close = difflib.get_close_matches(names[0], shown, n=1, cutoff=0.6)
                 hint = f" (found {close[0]!r}: renamed?)" if close else ""
                 missing.append(f"{names[0]!r}{hint}")
             else:
@@ -215,7 +227,7 @@ class CsvFile:
         if missing:
             raise InputError(
                 f"the header lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                f"expected in a {self.what}; the header has: {', '.join(self.header)}",
+                f"expected in a {self.what}; the header has: {self.shown_header()}",
                 self.path,
                 1,
             )

@@ -129,7 +129,7 @@ def _declared_columns(file: CsvFile, classes: list[str], free: list[str]) -> lis
     if missing:
         raise InputError(
             f"the header has no column for the class(es) {', '.join(map(repr, missing[:SHOWN]))}"
-            f"{' and more' if len(missing) > SHOWN else ''}; the header has: {', '.join(file.header)}",
+            f"{' and more' if len(missing) > SHOWN else ''}; the header has: {file.shown_header()}",
             file.path,
             1,
         )
@@ -183,7 +183,7 @@ def _inferred_labels(file: CsvFile, frame: pd.DataFrame, candidates: list[str]) 
     if not columns:
         raise InputError(
             "no class columns found: expected columns holding only 0, 1 or blank besides the metadata "
-            f"columns; the header has: {', '.join(file.header)} (declare them with `classes`)",
+            f"columns; the header has: {file.shown_header()} (declare them with `classes`)",
             file.path,
             1,
         )

@@ -104,7 +104,7 @@ def _class_columns(file: CsvFile, classes: list[str] | None, used: set[str]) -> 
     if missing:
         raise InputError(
             f"the header has no column for the class(es) {', '.join(map(repr, missing[:SHOWN]))}"
-            f"{' and more' if len(missing) > SHOWN else ''}; the header has: {', '.join(file.header)}",
+            f"{' and more' if len(missing) > SHOWN else ''}; the header has: {file.shown_header()}",
             file.path,
             1,
         )
