@@ -19,7 +19,7 @@ from typing import Sequence
 from cxrlt import __version__
 from cxrlt.commands import COMMANDS
 from cxrlt.errors import CxrltError, Interrupted
-from cxrlt.ownership import exit_with_parent
+from cxrlt.processes import follow_launcher
 from cxrlt.progress import ENV_DISABLE
 
 
@@ -113,7 +113,7 @@ def user_message(exc: CxrltError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cxrlt` console script; returns the exit code."""
-    exit_with_parent()
+    follow_launcher()
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_output(quiet_progress=getattr(args, "no_progress", False))

@@ -143,8 +143,9 @@ class ImagesConfig(Strict):
     size: int = Field(224, ge=16, description="model input size (square) after transforms")
     store_size: int | None = Field(None, ge=16, description="size images are decoded/cached at; default: size")
     cache: Path | None = Field(None, description="prepared cache folder from `cxrlt prepare`")
-    skip_bad: bool = Field(False, description="leave out images that cannot be decoded instead of stopping (runs: "
-                           "those the cache recorded as bad, or without a cache every image is decoded once at the start)")
+    skip_bad: bool = Field(False, description="leave out images that cannot be decoded instead of stopping (every "
+                           "run checks its images before training: the cache's bad list, or without a cache a quick "
+                           "check of every file)")
 
     @property
     def stored(self) -> int:

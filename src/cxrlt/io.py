@@ -50,39 +50,19 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
-def _mount_point(path: Path) -> Path:
-    path = path.resolve()
-    while not path.exists():
-        path = path.parent
-    while not os.path.ismount(path):
-        path = path.parent
-    return path
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def disk_full(path: str | Path, need: int | None = None) -> DiskFull:
-    """The error for a write to `path` that did not fit: the disk (mount point), what is free, what was needed."""
+    """The error for a write to `path` that did not (or would not) fit; the previous version of the file is kept."""
     path = Path(path)
-    mount = _mount_point(path.parent)
-    free = shutil.disk_usage(mount).free
-    needed = f", need {_size(need)}" if need is not None else ""
-    return DiskFull(
-        f"no space left on {mount}: {_size(free)} free{needed}; {path.name} was not written and its previous "
-        "version (if any) is kept. Free some space, or write to another disk", path
-    )
+    return DiskFull(f"{no_space_left(path.parent, need)}; {path.name} was not written and its previous version (if any) is kept. Free some "
+                    "space, or write to another disk", path)
 
 
 def ensure_space(path: str | Path, need: int) -> None:
     """Refuse (DiskFull) before writing `need` bytes to `path` when its disk has less free."""
-    path = Path(path)
-    if shutil.disk_usage(_mount_point(path.parent)).free < need:
+    probe = Path(path).parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if shutil.disk_usage(probe).free < need:
         raise disk_full(path, need)
 
 
@@ -151,8 +131,8 @@ def save_figure(path: str | Path, figure: Any, **kwargs: Any) -> Path:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def no_space_left(path: str | Path, needed: int) -> str:
-    """'no space left on MOUNT: N free, M needed': how every full-disk error starts."""
+def no_space_left(path: str | Path, needed: int | None) -> str:
+    """'no space left on MOUNT: N free, M needed' (or without the need, when unknown): how every full-disk error starts."""
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -160,7 +140,8 @@ def no_space_left(path: str | Path, needed: int) -> str:
     mount = probe.resolve()
     while not os.path.ismount(mount) and mount != mount.parent:
         mount = mount.parent
-    return f"no space left on {mount}: {format_size(free)} free, {format_size(needed)} needed"
+    need = f", {format_size(needed)} needed" if needed is not None else ""
+    return f"no space left on {mount}: {format_size(free)} free{need}"
 
 
 def format_size(n: int) -> str:

@@ -361,24 +361,3 @@ def is_writer() -> bool:
     node = (os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0").strip()
     return local == "0" and node == "0"
 
-
-def exit_with_parent() -> None:
-    """In a process started by a launcher (Lightning's, torchrun), die when the launcher dies.
-
-    A launcher killed with SIGKILL cannot stop its ranks; without this they
-    would train on, unobserved, and write the run folder while a resumed run
-    starts. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing changes.
-    """
-    if "LOCAL_RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ:
-        return
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getppid()
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the launcher died before the request took effect
-        os._exit(1)

@@ -36,13 +36,30 @@ def worker_pool(workers: int, initializer: Callable[..., None] | None = None,
 def start_worker(creator: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> None:
     """Initializer of a worker process: ignore Ctrl-C, die with the `creator` process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # With the fork server the worker's parent is the server (which exits
-        # with the creator); with fork and spawn it is the creator itself.
-        if multiprocessing.get_start_method() != "forkserver" and os.getppid() != creator:
-            os._exit(1)  # the creator died before the request took effect
+    # With the fork server the worker's parent is the server (which exits
+    # with the creator); with fork and spawn it is the creator itself.
+    die_with_parent(None if multiprocessing.get_start_method() == "forkserver" else creator)
     if initializer is not None:
         initializer(*initargs)
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Ask the kernel (Linux) to SIGKILL this process when its parent dies; exit now if `parent` is already gone."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the parent died before the request took effect
+
+
+def follow_launcher() -> None:
+    """In a rank started by a launcher (Lightning's, torchrun), die when the launcher dies.
+
+    A launcher killed with SIGKILL cannot stop its ranks; without this they
+    would train on, unobserved, and write the run folder while a resumed run
+    starts.
+    """
+    if "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent(os.getppid())

@@ -295,6 +295,8 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*The number of training batches.*")
             warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # inside Lightning's gather
+            # A resumed stage writes into its own checkpoint and log folders on purpose.
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None, weights_only=True)
     except SystemExit:
         # Lightning answers Ctrl-C by exiting the process itself; say where the run stopped instead.
