@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from cxrlt.cli import main
+from cli_contract import assert_refused
 from cxrlt.config import parse_config
 from cxrlt.errors import ConfigError, DiskFull, InputError, Interrupted
 from cxrlt.ownership import FolderLock
@@ -44,23 +43,6 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("films")
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path -> content hash of every file under `folder`."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    """`cxrlt ARGS` in this process: exit code and what it printed to stderr."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, err.getvalue()
-
-
 # ----------------------------------------------------------------- ownership
 def test_train_refuses_a_folder_of_user_files_and_touches_nothing(tmp_path, data_dir):
     out = tmp_path / "results"
@@ -69,15 +51,17 @@ def test_train_refuses_a_folder_of_user_files_and_touches_nothing(tmp_path, data
         (out / name).write_text(text)
     (out / "plots").mkdir()
     (out / "plots" / "roc.png").write_bytes(b"not ours")
-    before = snapshot(out)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny(data_dir)))
-    code, err = run_cli("train", str(config), "--out", str(out), "--no-progress")
-    assert code == 2
-    assert "holds files cxrlt did not write (metrics.json, plots, predictions.csv, report.md)" in err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("cxrlt train: error: ")
-    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [
-        "metrics.json", "plots", "predictions.csv", "report.md"]
+    assert_refused(["train", config, "--out", out, "--no-progress"],
+                   [str(out), "holds files cxrlt did not write (metrics.json, plots, predictions.csv, report.md)",
+                    "nothing was changed"], keep=[tmp_path])
+
+
+def test_resume_of_a_folder_that_is_no_run_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_refused(["train", "--resume", tmp_path], [str(tmp_path), "is not a run folder (no config.yaml)"],
+                   keep=[tmp_path])
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "/abs/path", "a/b", "..", ".hidden", ""])
