@@ -17,7 +17,7 @@ from test_cam import QuadrantBackbone, SquaredMeanHead, quadrant_model
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
-from cxrlt.data.transforms import resize_to
+from cxrlt.data.transforms import eval_pipeline, resize_to
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.explain.localisation import (
     box_coverage,
@@ -41,18 +41,29 @@ NIH_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
 # ----------------------------------------------------------------- geometry
 def test_nih_box_scaled_to_a_thumbnail_and_the_model_input():
     # 1024-px frame -> 128-px file (x 1/8) -> 64-px input (x 1/2)
-    assert box_to_input((512, 256, 128, 64), (128, 128), 64) == (32.0, 16.0, 40.0, 20.0)
+    assert box_to_input((512, 256, 128, 64), (128, 128), eval_pipeline([], 64), 64) == (32.0, 16.0, 40.0, 20.0)
     # the full-size file at a 224 input
-    assert box_to_input((0, 512, 1024, 256), (1024, 1024), 224) == (0.0, 112.0, 224.0, 168.0)
+    assert box_to_input((0, 512, 1024, 256), (1024, 1024), eval_pipeline([], 224), 224) == (0.0, 112.0, 224.0, 168.0)
 
 
 def test_box_follows_the_centre_crop_of_a_non_square_file():
     # decoded 100 x 200 (H x W): x scaled by 200/1024, y by 100/1024; crop keeps columns 50..150; input 50 (x 1/2)
-    x0, y0, x1, y1 = box_to_input((512, 512, 256, 256), (100, 200), 50)
+    x0, y0, x1, y1 = box_to_input((512, 512, 256, 256), (100, 200), eval_pipeline([], 50), 50)
     assert x0 == pytest.approx((512 * 200 / 1024 - 50) / 2) and x1 == pytest.approx((768 * 200 / 1024 - 50) / 2)
     assert y0 == pytest.approx(512 * 100 / 1024 / 2) and y1 == pytest.approx(768 * 100 / 1024 / 2)
     # a box left of the crop is clipped to the image edge
-    assert box_to_input((0, 0, 100, 100), (100, 200), 50)[::2] == (0.0, 0.0)
+    assert box_to_input((0, 0, 100, 100), (100, 200), eval_pipeline([], 50), 50)[::2] == (0.0, 0.0)
+
+
+def test_box_follows_the_evaluation_centre_crop():
+    # 1024 file stored at 256 (x 1/4), augment.eval centre crop 224 (offset 16), input 112 (x 1/2)
+    pipeline = eval_pipeline([{"name": "center_crop", "size": 224}], 112)
+    assert box_to_input((512, 256, 256, 128), (1024, 1024), pipeline, 256) == (56.0, 24.0, 88.0, 40.0)
+    # the whole image: the part outside the crop is clipped away
+    assert box_to_input((0, 0, 1024, 1024), (1024, 1024), pipeline, 256) == (0.0, 0.0, 112.0, 112.0)
+    # a resize before the crop: 256 -> 128, centre 112 (offset 8), input 112 (x 1)
+    resized = eval_pipeline([{"name": "resize", "size": 128}, {"name": "center_crop", "size": 112}], 112)
+    assert box_to_input((512, 256, 256, 128), (1024, 1024), resized, 256) == (56.0, 24.0, 88.0, 40.0)
 
 
 def test_box_coverage_is_the_covered_fraction_of_each_pixel():

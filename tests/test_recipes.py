@@ -119,6 +119,7 @@ def test_smoke_config_keeps_the_method(path, workdir, text_encoder):
     assert (smoke.augment.mixing, smoke.augment.tta, smoke.augment.tta_merge) == (
         original.augment.mixing, original.augment.tta, original.augment.tta_merge)
     assert [t.name for t in smoke.augment.train] == [t.name for t in original.augment.train]
+    assert [t.name for t in smoke.augment.eval] == [t.name for t in original.augment.eval]
     assert (smoke.data.classes, smoke.data.unannotated, smoke.data.split) == (
         original.data.classes, original.data.unannotated, original.data.split)
     assert len(smoke.data.sources) == len(original.data.sources)
@@ -130,6 +131,7 @@ def test_smoke_scales_every_pixel_size_by_one_factor(workdir, text_encoder):
     # 256 stored -> centre crop 224 becomes 32 * 256 / 224 = 36.57 -> 37, and the crop 32.
     assert (thesis.data.images.size, thesis.data.images.store_size) == (32, 37)
     assert thesis.augment.train[0].name == "center_crop" and thesis.augment.train[0].params["size"] == 32
+    assert [(t.name, t.params["size"]) for t in thesis.augment.eval] == [("center_crop", 32)]
     _, b3 = smoke_of(REPO / "configs/aggregate/efficientnet_b3.yaml", workdir, text_encoder)
     first, second = b3.stage_list()
     # progressive resizing 300 -> 600 with batch 32 -> 16 keeps "double the size, half the batch"

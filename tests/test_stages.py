@@ -11,11 +11,16 @@ import torch
 from safetensors.torch import load_file
 
 from cxrlt.config import ModelConfig, parse_config
-from cxrlt.models.build import build_model
+from cxrlt.evaluation.metrics import average_precision, f1_scores, roc_auc, tune_thresholds
+from cxrlt.models.backbones import GRAY_MEAN, GRAY_STD
+from cxrlt.models.build import CxrModel, build_model
+from cxrlt.models.heads import LinearHead
+from cxrlt.models.pooling import AvgPool
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.optim import OPTIMIZERS
 from cxrlt.training.run import train
 from cxrlt.training.stages import resolve_stages
+from cxrlt.training.tau import mean_f1_at_half, tune_tau
 from tests.test_training import tiny_config
 
 
@@ -42,6 +47,62 @@ def test_tau_normalisation_of_a_hand_made_weight_matrix():
     head.tau.fill_(1.0)
     head.reset_classifier()
     assert head.tau.item() == 0.0
+
+
+def test_tau_leaves_every_class_ranking_and_so_auc_and_ap_unchanged():
+    """w_k . x / ||w_k||^tau + b_k: for one class tau scales w_k . x by a positive number, the bias stays."""
+    rng = np.random.default_rng(0)
+    head = LinearHead(16, 5, AvgPool()).double()  # float64: rounding creates no ties between close scores
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.from_numpy(rng.normal(0, 1, (5, 16)) * [[0.1], [0.3], [0.6], [1.0], [1.5]]))
+        head.fc.bias.copy_(torch.from_numpy(rng.normal(-1, 0.5, 5)))
+        pooled = torch.from_numpy(rng.normal(0, 1, (400, 16)))
+        logits = {tau: head.logits_from_pooled(pooled, tau).numpy() for tau in (0.0, 0.5, 1.0, 1.5, 2.0)}
+    probs = {tau: 1 / (1 + np.exp(-z)) for tau, z in logits.items()}
+    assert max(p.max() for p in probs.values()) < 1 - 1e-9  # unsaturated: sigmoid itself makes no ties
+    labels = (rng.random((400, 5)) < 0.3).astype(np.float32)
+    auc, ap = roc_auc(labels, probs[0.0]), average_precision(labels, probs[0.0])
+    best_f1 = f1_scores(labels, probs[0.0], tune_thresholds(labels, probs[0.0]))
+    for tau, p in probs.items():
+        assert np.array_equal(np.argsort(p, axis=0, kind="stable"), np.argsort(probs[0.0], axis=0, kind="stable"))
+        np.testing.assert_allclose(roc_auc(labels, p), auc, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(average_precision(labels, p), ap, rtol=0, atol=1e-12)
+        # thresholds tuned on validation afterwards undo it: the same best F1 per class
+        np.testing.assert_allclose(f1_scores(labels, p, tune_thresholds(labels, p)), best_f1, rtol=0, atol=1e-12)
+    # what tau does move: F1 at the fixed 0.5 threshold
+    assert len({round(mean_f1_at_half(labels, p), 9) for p in probs.values()}) == len(probs)
+
+
+class ScoreBackbone(torch.nn.Module):
+    """A (B, 1, 1, 1) feature map: the image's first pixel value / 10 (undoing the model's normalisation)."""
+
+    num_features = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1, :1, :1] * GRAY_STD + GRAY_MEAN) * 25.5
+
+
+def test_tune_tau_picks_the_tau_maximising_f1_at_half():
+    """One class with w = 4, b = -2: positive iff s >= 2 * 4^(tau - 1).
+
+    Scores s: negatives 1.0 and 1.9, positives 2.1 and 3.0. F1 at the cut c:
+    2/3 for c <= 1, 0.8 for 1 < c <= 1.9, 1 for 1.9 < c <= 2.1, 2/3 up to 3.
+    Of 0, 0.1, ..., 2 only tau = 1 (c = 2) puts c in (1.9, 2.1] (tau 0.9 and
+    1.1 give 1.74 and 2.30). A second class without positives predicts every
+    image positive (F1 0) and is left out of the mean.
+    """
+    head = LinearHead(1, 2, AvgPool())
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[4.0], [1.0]]))
+        head.fc.bias.copy_(torch.tensor([-2.0, 5.0]))
+    model = CxrModel(ScoreBackbone(), head, in_chans=1)
+    store = [np.full((4, 4), v, np.uint8) for v in (10, 19, 21, 30)]
+    labels = np.array([[0, 0], [0, 0], [1, 0], [1, 0]], np.float32)
+    tuning = tune_tau(model, store, labels, 4, progress=False)
+    assert tuning["tau"] == 1.0 and head.tau.item() == 1.0
+    assert tuning["scores"][0.0] == pytest.approx(2 / 3) and tuning["scores"][1.0] == 1.0
+    assert tuning["scores"][0.9] == pytest.approx(0.8) and tuning["scores"][1.1] == pytest.approx(2 / 3)
+    assert sorted(tuning["scores"]) == [round(0.1 * i, 1) for i in range(21)]
 
 
 def test_decoupled_stage_defaults_to_class_balanced_sampling_and_reinit(tmp_path, data_dir):

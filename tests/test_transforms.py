@@ -10,8 +10,17 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from cxrlt.config import AugmentConfig
-from cxrlt.data.transforms import TRANSFORMS, Pipeline, build_pipeline, cutout_boxes, warp_affine
+from cxrlt.config import AugmentConfig, parse_config
+from cxrlt.data.transforms import (
+    TRANSFORMS,
+    Pipeline,
+    build_pipeline,
+    cutout_boxes,
+    deterministic_names,
+    eval_pipeline,
+    resize_to,
+    warp_affine,
+)
 from cxrlt.errors import ConfigError
 
 # Parameters that make every transform run (p = 1) and actually change the image.
@@ -300,6 +309,49 @@ def test_pipeline_survives_pickling_for_spawned_workers():
     clone = pickle.loads(pickle.dumps(pipeline))
     image = noise_image(80, 80)
     np.testing.assert_array_equal(pipeline(image, np.random.default_rng(4)), clone(image, np.random.default_rng(4)))
+
+
+# ------------------------------------------------------------- evaluation
+def test_centre_crop_eval_pipeline_changes_the_model_input():
+    image = noise_image(64, 64)
+    cropped = eval_pipeline([{"name": "center_crop", "size": 48}], 32)(image)
+    np.testing.assert_array_equal(cropped, resize_to(np.ascontiguousarray(image[8:56, 8:56]), 32))
+    whole = eval_pipeline([], 32)(image)
+    np.testing.assert_array_equal(whole, resize_to(image, 32))
+    assert np.abs(cropped.astype(int) - whole.astype(int)).mean() > 10
+
+
+def test_deterministic_transforms_are_the_ones_whose_output_ignores_the_generator():
+    assert deterministic_names() == sorted(DETERMINISTIC)
+    image = noise_image(64, 64)
+    for name, params in {**ALWAYS, "hflip": {"p": 0.5}}.items():  # a mirror with p = 1 draws nothing that matters
+        transform = make(name, **params)
+        outputs = [transform(image, np.random.default_rng(seed)) for seed in range(8)]
+        same = all(np.array_equal(outputs[0], out) for out in outputs)
+        assert same == (name in DETERMINISTIC), name
+        if name in DETERMINISTIC:
+            np.testing.assert_array_equal(transform(image, None), outputs[0])
+
+
+def test_eval_pipeline_follows_a_point_to_the_model_input():
+    _, cols = coded(64, 64)
+    crop = eval_pipeline([{"name": "center_crop", "size": 40}], 40)  # no final resize: pixel values are columns
+    assert crop(cols)[0, 0] == 12 and crop.map_point(12.5, 30.0, 64, 64) == (0.5, 18.0)
+    # 64 -> resize 32 (x 1/2) -> centre 16 (offset 8) -> input 48 (x 3)
+    chain = eval_pipeline([{"name": "resize", "size": 32}, {"name": "center_crop", "size": 16}], 48)
+    assert chain.map_point(32.0, 20.0, 64, 64) == (24.0, 6.0)
+
+
+def test_eval_list_refuses_random_transforms_naming_the_key_and_the_allowed_ones():
+    raw = {"data": {"sources": [{"name": "csv", "labels": "x.csv"}]},
+           "augment": {"eval": [{"name": "center_crop", "size": 224}, {"name": "hflip", "p": 1.0}]}}
+    with pytest.raises(ConfigError, match=r"augment\.eval: random transform hflip \(item 1\).*"
+                                          r"choose from: center_crop, resize"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match=r"random transform random_crop \(item 0\)"):
+        eval_pipeline([{"name": "random_crop", "size": 8}], 8)  # as read from a model.json
+    config = AugmentConfig.model_validate({"eval": [{"name": "center_crop", "size": 224}]})
+    assert eval_pipeline(config.eval, 224).specs == [{"name": "center_crop", "size": 224}]
 
 
 # -------------------------------------------------------------------- config

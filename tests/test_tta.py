@@ -10,7 +10,7 @@ from PIL import Image
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
-from cxrlt.data.transforms import resize_to, warp_affine
+from cxrlt.data.transforms import eval_pipeline, resize_to, warp_affine
 from cxrlt.ensemble.merge import merge_logits, merge_probabilities
 from cxrlt.ensemble.tta import TestTimeAugmentation, parse_tta
 from cxrlt.errors import ConfigError
@@ -95,6 +95,21 @@ def test_multiscale_views_use_the_training_zoom_and_keep_the_original():
     assert TestTimeAugmentation(["hflip", "multicrop", "multiscale"], 16).n_views == 30
 
 
+def test_views_are_cut_from_the_evaluation_centre_crop():
+    image = (np.arange(400) % 256).reshape(20, 20).astype(np.uint8)  # no two 14 x 14 windows alike
+    base = eval_pipeline([{"name": "center_crop", "size": 16}], 14)  # keeps image[2:18, 2:18]
+    tta = TestTimeAugmentation("multicrop,hflip", 14, base=base)
+    views = tta.views(image)
+    # 0.875 * 16 = 14: the crops of the 16-px centre crop, at the input size without a resize
+    crop = image[2:18, 2:18]
+    assert np.array_equal(views[0], crop[1:15, 1:15]) and np.array_equal(views[1], crop[1:15, 1:15][:, ::-1])
+    assert np.array_equal(views[2], crop[0:14, 0:14]) and np.array_equal(views[8], crop[2:16, 2:16])
+    # without the base the centre view would be the stored image's own centre crop, 17.5 px wide
+    assert not np.array_equal(TestTimeAugmentation("multicrop", 14).views(image)[0], views[0])
+    # the un-augmented view is exactly what prediction without TTA feeds the model
+    assert np.array_equal(TestTimeAugmentation("hflip", 14, base=base).views(image)[0], base(image))
+
+
 # --------------------------------------------------------------- prediction
 class RowEnergy(torch.nn.Module):
     """Logits from per-row sums of squared pixels: exactly invariant to a left-right flip.
@@ -148,6 +163,18 @@ def test_hflip_merges_the_image_and_its_mirror(store, merge):
     assert np.allclose(got, expected.numpy(), atol=1e-6)
     plain = predict_probabilities(model, store, 12, progress=False, device=torch.device("cpu"))
     assert not np.allclose(got, plain, atol=1e-3)
+
+
+def test_tta_prediction_uses_the_eval_transforms(store):
+    model = LeftRight()
+    crop = [{"name": "center_crop", "size": 8}]
+    got = predict_probabilities(model, store, 8, progress=False, device=torch.device("cpu"), tta="hflip",
+                                eval_transforms=crop)
+    images = torch.from_numpy(np.stack([image[2:10, 2:10] for image in store]))[:, None]
+    expected = torch.sigmoid(torch.stack([model(images), model(images.flip(3))]).double()).mean(0)
+    assert np.allclose(got, expected.numpy(), atol=1e-6)
+    plain = predict_probabilities(model, store, 8, progress=False, device=torch.device("cpu"), eval_transforms=crop)
+    assert np.allclose(plain, torch.sigmoid(model(images)).numpy(), atol=1e-6)
 
 
 def test_cli_predict_with_tta(tmp_path, capsys):

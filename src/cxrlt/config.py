@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from cxrlt.errors import ConfigError, clip, echo
@@ -244,12 +245,36 @@ class StageConfig(Strict):
 
 
 class AugmentConfig(Strict):
-    """Per-image transforms, batch mixing and test-time augmentation."""
+    """Per-image transforms, batch mixing and test-time augmentation.
+
+    `train` runs on every training image (random transforms, at the stored
+    size). `eval` is the view every evaluation sees: validation during and
+    after training, test, `cxrlt predict`, the TTA views (cut from it), tau
+    tuning and class maps. It takes deterministic transforms only (`resize`,
+    `center_crop`) and is saved in `model.json`, so a saved model predicts
+    exactly as it was evaluated. Empty (the default): the whole stored image
+    resized to the input size. A recipe that trains on a fixed crop of a
+    larger stored image (`center_crop` / `random_crop` of 224 from 256)
+    evaluates on the matching centre crop: `eval: [{name: center_crop, size: 224}]`.
+    """
 
     train: list[TransformSpec] = Field(default_factory=list)
+    eval: list[TransformSpec] = Field(default_factory=list, description="deterministic transforms of every "
+                                      "evaluation (validation, test, predict, TTA, CAM); saved with the model")
     mixing: list[MixingSpec] = Field(default_factory=list)
     tta: list[Literal["hflip", "multicrop", "multiscale"]] = Field(default_factory=list)
     tta_merge: Literal["arithmetic", "geometric"] = "arithmetic"
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_is_deterministic(cls, specs: list[TransformSpec]) -> list[TransformSpec]:
+        from cxrlt.data.transforms import refuse_random
+
+        try:
+            refuse_random([spec.name for spec in specs])
+        except ConfigError as exc:
+            raise PydanticCustomError("eval_transform", "{detail}", {"detail": str(exc)}) from None
+        return specs
 
 
 class GroupsConfig(Strict):

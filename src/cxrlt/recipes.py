@@ -164,7 +164,7 @@ def smoke_config(
             stage["batch_size"] = max(2, round(int(stage["batch_size"]) * small_batch / original_batch))
 
     augment = out.get("augment") or {}
-    for spec in augment.get("train") or []:
+    for spec in [*(augment.get("train") or []), *(augment.get("eval") or [])]:
         if isinstance(spec, dict) and spec.get("name") in _PIXEL_SIZE_TRANSFORMS and "size" in spec:
             spec["size"] = scaled(int(spec["size"]))
 

@@ -17,7 +17,8 @@ are counted per finding and listed, not evaluated (a subset such as the
 For every box the map of its finding (CAM or Grad-CAM, see `cxrlt cam`,
 rescaled to [0, 1]) is computed on the image as the model reads it, and the
 box is mapped into the same frame (scaled from --box-frame to the size of the
-file actually read, centre-cropped, resized). Per finding:
+file actually read, centre-cropped, resized, then through the model's
+evaluation transforms, e.g. its augment.eval centre crop). Per finding:
 
   hit rate   pointing game: the map's maximum lies inside the box (grown by
              --tolerance input pixels), with a Wilson 95 % interval;
@@ -124,14 +125,15 @@ def _write_box_overlays(model, meta, result, index, folder: Path, limit: int) ->
     import torch
 
     from cxrlt.data.images import crop_and_resize, decode_image
-    from cxrlt.data.transforms import resize_to
     from cxrlt.explain.cam import METHOD_NAMES, compute_maps
     from cxrlt.explain.overlay import safe_name, save_overlay
+    from cxrlt.training.export import saved_eval_pipeline
 
     stored = int(meta.get("stored_size", meta["image_size"]))
+    pipeline = saved_eval_pipeline(meta)
     classes = list(meta["classes"])
     for _, box in result.records.head(limit).iterrows():
-        image = resize_to(crop_and_resize(decode_image(index[box["image_id"]]), stored), int(meta["image_size"]))
+        image = pipeline(crop_and_resize(decode_image(index[box["image_id"]]), stored))
         k = classes.index(box["model_class"])
         maps = compute_maps(model, torch.from_numpy(np.array(image))[None, None], [k], method=result.method)
         t = result.thresholds[0]

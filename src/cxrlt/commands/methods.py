@@ -28,7 +28,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "head": ("cxrlt.models.heads", "HEADS", "model.head.name"),
     "optimizer": ("cxrlt.training.optim", "OPTIMIZERS", "train.optimizer.name"),
     "schedule": ("cxrlt.training.optim", "SCHEDULES", "train.schedule.name"),
-    "transform": ("cxrlt.data.transforms", "TRANSFORMS", "augment.train[].name"),
+    "transform": ("cxrlt.data.transforms", "TRANSFORMS", "augment.train[].name, augment.eval[].name"),
     "mixing": ("cxrlt.data.mixing", "MIXERS", "augment.mixing[].name"),
 }
 

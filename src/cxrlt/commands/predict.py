@@ -6,8 +6,10 @@ import argparse
 
 HELP = "predict findings for image files or folders (PNG, JPEG, DICOM) with a trained model"
 DESCRIPTION = """
-MODEL is a run folder (or its model.safetensors). Every image is decoded,
-centre-cropped and resized exactly as in training, and scored. The full
+MODEL is a run folder (or its model.safetensors). Every image is decoded at
+the run's stored size, passed through its evaluation transforms (config
+augment.eval, saved in model.json) and resized to the model input, exactly
+as the run's validation and test images were, and scored. The full
 per-class probabilities go to --out (CSV: image_id + one column per class);
 the terminal shows, per image, the findings whose probability reaches the
 class threshold tuned on validation (--threshold overrides it).
@@ -17,7 +19,7 @@ zero-shot.
 
 Test-time augmentation (--tta) scores several views of each image and merges
 them per class: hflip (image + mirror), multicrop (centre + 4 corner crops of
-87.5% of the side), multiscale (zoom 0.9 / 1.0 / 1.1); several families
+87.5% of the evaluated view's side), multiscale (zoom 0.9 / 1.0 / 1.1); several families
 combine as a product (hflip,multicrop = ten-crop). --tta-merge arithmetic
 averages probabilities; geometric takes the sigmoid of the mean logit (the
 renormalised geometric mean). By default the TTA the run was evaluated with
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.ensemble.tta import parse_tta
     from cxrlt.errors import InputError
     from cxrlt.evaluation.predictions import write_predictions
-    from cxrlt.training.export import load_model
+    from cxrlt.training.export import EVAL_TRANSFORMS, load_model
     from cxrlt.io import check_output
     from cxrlt.training.predict import find_images, predict_probabilities
 
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     stored = meta.get("stored_size", meta["image_size"])
     store = DecodingStore([path for _, path in images], stored)
     probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
-                                  progress=not args.no_progress, tta=tta, tta_merge=tta_merge)
+                                  progress=not args.no_progress, tta=tta, tta_merge=tta_merge,
+                                  eval_transforms=meta[EVAL_TRANSFORMS])
     ids = [image_id for image_id, _ in images]
     write_predictions(args.out, ids, classes, probs)
     if args.threshold is not None:

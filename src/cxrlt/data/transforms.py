@@ -19,6 +19,14 @@ result to the model input size (`data.images.size`) once, at the end; a crop
 therefore costs no interpolation of its own and a non-square crop is
 stretched to the square input, as torchvision's RandomResizedCrop does.
 
+Evaluation (`augment.eval`, see `eval_pipeline`) takes deterministic
+transforms only: subclasses of `DeterministicTransform` (`resize`,
+`center_crop`), whose output depends on the image alone. Each keeps a
+window of its input and resizes it to a square, and says which
+(`window`), so a point of the stored image (a box corner) can be followed
+to the model input (`EvalPipeline.map_point`). Everything else is random
+and refused there.
+
 Random transforms take `p`, the probability of being applied (a skipped
 transform returns its input). Ranges are written `[low, high]` and drawn
 uniformly; a single number `x` means a range symmetric about "no change":
@@ -35,19 +43,23 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Annotated, Callable, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from cxrlt.errors import ConfigError
 from cxrlt.registry import Registry
 
 __all__ = [
     "TRANSFORMS",
+    "DeterministicTransform",
+    "EvalPipeline",
     "Pipeline",
     "build_pipeline",
+    "eval_pipeline",
+    "deterministic_names",
     "resize_to",
     "warp_affine",
     "cutout_boxes",
@@ -165,21 +177,44 @@ def _lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(table), 0, 255).astype(np.uint8)[image]
 
 
-def _check_crop(size: int, image: np.ndarray, name: str) -> None:
-    if size > image.shape[0] or size > image.shape[1]:
+def _check_crop(size: int, height: int, width: int, name: str) -> None:
+    if size > height or size > width:
         raise ConfigError(
-            f"augment.train {name}: crop size {size} is larger than the image it receives "
-            f"({image.shape[1]}x{image.shape[0]}); set data.images.store_size to at least {size} "
-            f"or lower the crop size"
+            f"the {name} transform (augment.train / augment.eval): crop size {size} is larger than the image it "
+            f"receives ({width}x{height}); set data.images.store_size to at least {size} or lower the crop size"
         )
 
 
 class _Described:
-    """`repr` lists the resolved parameters (shown in logs and the run folder)."""
+    """Base of every transform: `repr` lists the resolved parameters (shown in logs and the run folder).
+
+    `narrows_view` marks a transform that keeps a fixed-size window of its
+    input (`center_crop`, `random_crop`): trained with one, a model never sees
+    the whole stored image, so evaluation should take the same window.
+    """
+
+    narrows_view: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
         return f"{type(self).__name__}({fields})"
+
+
+class DeterministicTransform(_Described, abc.ABC):
+    """Base of deterministic transforms, the only ones `augment.eval` accepts.
+
+    The output depends on the image alone (the generator is ignored): a
+    `window` of the input, resized to a square.
+    """
+
+    @abc.abstractmethod
+    def window(self, height: int, width: int) -> tuple[int, int, int, int, int]:
+        """(top, left, window height, window width, output side) for an input of (height, width)."""
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        top, left, h, w, side = self.window(image.shape[0], image.shape[1])
+        part = image[top:top + h, left:left + w]
+        return part if part.shape[:2] == (side, side) else resize_to(np.ascontiguousarray(part), side)
 
 
 class RandomTransform(_Described, abc.ABC):
@@ -203,28 +238,30 @@ class RandomTransform(_Described, abc.ABC):
 
 # ------------------------------------------------------------- size and crops
 @TRANSFORMS.register("resize")
-class Resize(_Described):
-    """Resize to `size` x `size` (anti-aliased), e.g. 512 stored -> 256 before a 224 crop."""
+class Resize(DeterministicTransform):
+    """Resize to `size` x `size` (anti-aliased), e.g. 512 stored -> 256 before a 224 crop;
+    deterministic (`augment.eval`)."""
 
     def __init__(self, size: Pixels):
         self.size = size
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return resize_to(image, self.size)
+    def window(self, height: int, width: int) -> tuple[int, int, int, int, int]:
+        return 0, 0, height, width, self.size
 
 
 @TRANSFORMS.register("center_crop")
-class CenterCrop(_Described):
-    """The central `size` x `size` window (top-left offset floor((H - size) / 2))."""
+class CenterCrop(DeterministicTransform):
+    """The central `size` x `size` window (top-left offset floor((H - size) / 2));
+    deterministic (`augment.eval`)."""
+
+    narrows_view = True
 
     def __init__(self, size: Pixels):
         self.size = size
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check_crop(self.size, image, "center_crop")
-        top = (image.shape[0] - self.size) // 2
-        left = (image.shape[1] - self.size) // 2
-        return image[top:top + self.size, left:left + self.size]
+    def window(self, height: int, width: int) -> tuple[int, int, int, int, int]:
+        _check_crop(self.size, height, width, "center_crop")
+        return (height - self.size) // 2, (width - self.size) // 2, self.size, self.size, self.size
 
 
 @TRANSFORMS.register("random_crop")
@@ -233,14 +270,18 @@ class RandomCrop(RandomTransform):
 
     Seeds 003/004: images stored at 256 and cropped to 224. When skipped
     (p < 1) the whole image goes on and is resized to the model input size.
+    Evaluation then usually takes the centre window of the same size
+    (`augment.eval: [{name: center_crop, size: 224}]`).
     """
+
+    narrows_view = True
 
     def __init__(self, size: Pixels, p: Probability = 1.0):
         self.size = size
         self.p = p
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check_crop(self.size, image, "random_crop")
+        _check_crop(self.size, image.shape[0], image.shape[1], "random_crop")
         top = int(rng.integers(0, image.shape[0] - self.size + 1))
         left = int(rng.integers(0, image.shape[1] - self.size + 1))
         return image[top:top + self.size, left:left + self.size]
@@ -446,13 +487,17 @@ class Pipeline:
         self.transforms = list(transforms)
         self.size = size
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         source = image
-        for transform in self.transforms:
-            image = transform(image, rng)
-        image = resize_to(np.ascontiguousarray(image), self.size)
+        image = resize_to(np.ascontiguousarray(self.transform(image, rng)), self.size)
         if image is source or not image.flags.writeable or not image.flags.owndata:
             image = image.copy()
+        return image
+
+    def transform(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """The transforms alone, at the size they leave the image (no final resize)."""
+        for transform in self.transforms:
+            image = transform(image, rng)
         return image
 
     def __repr__(self) -> str:
@@ -460,5 +505,66 @@ class Pipeline:
 
 
 def build_pipeline(specs: Sequence, size: int) -> Pipeline:
-    """A pipeline from config `TransformSpec`s (empty for evaluation)."""
+    """The training pipeline from config `TransformSpec`s (evaluation: `eval_pipeline`)."""
     return Pipeline([spec.build() for spec in specs], size)
+
+
+class EvalPipeline(Pipeline):
+    """Deterministic transforms (`augment.eval`), then the resize to the model input size.
+
+    `specs` are the transforms as `{name: ..., **params}` dicts, as saved in
+    `model.json` so that a saved model predicts as it was evaluated.
+    """
+
+    def __init__(self, transforms: Sequence[DeterministicTransform], size: int, specs: Sequence[dict[str, Any]]):
+        super().__init__(transforms, size)
+        self.specs = [dict(spec) for spec in specs]
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        return super().__call__(image, rng)
+
+    def map_point(self, x: float, y: float, height: int, width: int) -> tuple[float, float]:
+        """Where the point (x, y) of an input of (height, width) lands in the output (pixel i spans [i, i + 1))."""
+        for transform in self.transforms:
+            top, left, h, w, side = transform.window(height, width)
+            x, y = (x - left) * side / w, (y - top) * side / h
+            height = width = side
+        return x * self.size / width, y * self.size / height
+
+
+def deterministic_names() -> list[str]:
+    """Registered transforms that may appear in `augment.eval` (subclasses of `DeterministicTransform`)."""
+    return [name for name in TRANSFORMS.names() if _is_deterministic(TRANSFORMS.entry(name).factory)]
+
+
+def _is_deterministic(factory: Any) -> bool:
+    return isinstance(factory, type) and issubclass(factory, DeterministicTransform)
+
+
+def refuse_random(names: Sequence[str]) -> None:
+    """ConfigError (without the key; the caller names it) when a name is not a deterministic transform."""
+    random = [f"{name} (item {i})" for i, name in enumerate(names)
+              if not _is_deterministic(TRANSFORMS.entry(name).factory)]
+    if random:
+        raise ConfigError(
+            f"random transform {', '.join(random)}: evaluation transforms must be deterministic (the same image "
+            f"must always give the same prediction); choose from: {', '.join(deterministic_names())}"
+        )
+
+
+def eval_pipeline(specs: Sequence[Any], size: int) -> EvalPipeline:
+    """The evaluation pipeline: validation, test, predict, TTA views, tau tuning and class maps all use it.
+
+    `specs`: config `TransformSpec`s (`augment.eval`) or the `{name: ..., **params}` dicts saved in
+    `model.json` (none: the whole stored image, resized). Unknown names, bad parameters and random
+    transforms are ConfigErrors.
+    """
+    if isinstance(specs, (str, Mapping)) or not isinstance(specs, Sequence):
+        raise ConfigError(f"evaluation transforms: expected a list of {{name: ..., parameters}}, got {specs!r}")
+    flat = [spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec for spec in specs]
+    for i, spec in enumerate(flat):
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"evaluation transform {i}: expected {{name: ..., parameters}}, got {spec!r}")
+    refuse_random([spec["name"] for spec in flat])
+    transforms = [TRANSFORMS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in flat]
+    return EvalPipeline(transforms, size, flat)

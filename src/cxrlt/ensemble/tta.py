@@ -8,8 +8,10 @@ View families, chosen by name (config `augment.tta`, `cxrlt predict --tta`):
     Five crops, each `CROP_FRACTION` (0.875) of the side: the centre one
     (top-left offset floor((S - c) / 2), as the `center_crop` transform) and
     the four corners: 5 views. 0.875 is 224 / 256, the seeds' "store at 256,
-    crop 224" recipe: with images stored at 256 and `random_crop: 224` in
-    training, the crops are windows the model has seen, at its resolution.
+    crop 224" recipe: with images stored at 256, `random_crop: 224` in
+    training and no `augment.eval`, the crops are windows the model has
+    seen, at its resolution. With `augment.eval: [center_crop 224]` the
+    crops are cut from that centre crop (196 px, enlarged to the input).
 `multiscale` (seed 004)
     Zoom about the centre by `SCALES` (0.9, 1.0, 1.1) with the geometry of
     the training `scale` transform (`warp_affine`; > 1 zooms in, a border
@@ -18,11 +20,15 @@ View families, chosen by name (config `augment.tta`, `cxrlt predict --tta`):
 
 Several families combine as a product, crops first, then zoom, then the
 mirror: `multicrop + hflip` is the classic ten-crop, all three give
-5 x 3 x 2 = 30 views. Views are cut from the image at its stored size
-(`data.images.store_size`, so crops keep the stored resolution) and then
-resized to the model input size with the resize used in training
-(`resize_to`); the un-augmented view is therefore exactly what prediction
-without TTA feeds the model, and the mirror is the mirrored array of it.
+5 x 3 x 2 = 30 views. Views are cut from the evaluation view: the image at
+its stored size (`data.images.store_size`) after the evaluation transforms
+(`augment.eval`, before their final resize), so crops keep the stored
+resolution and a recipe evaluated on a centre crop gets crops of that
+centre crop, zooms of it and its mirror, never pixels outside the field of
+view it was evaluated on. Each view is then resized to the model input
+size with the resize used in training (`resize_to`); the un-augmented view
+is therefore exactly what prediction without TTA feeds the model, and the
+mirror is the mirrored array of it.
 
 The views' predictions are merged per class by `augment.tta_merge`
 (`arithmetic`: mean probability; `geometric`: sigmoid of the mean logit, the
@@ -39,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cxrlt.data.transforms import resize_to, warp_affine
+from cxrlt.data.transforms import EvalPipeline, resize_to, warp_affine
 from cxrlt.ensemble.merge import MERGES, check_merge, merge_logits
 from cxrlt.errors import ConfigError
 
@@ -85,12 +91,16 @@ def _crop_window(height: int, width: int, where: str, fraction: float) -> tuple[
 
 
 class TestTimeAugmentation:
-    """The views of one image for a set of TTA families, at the model input size."""
+    """The views of one image for a set of TTA families, at the model input size.
+
+    `base`: the evaluation pipeline whose view (before its final resize) the
+    views are cut from; None: the stored image itself.
+    """
 
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, names: str | Sequence[str] | None, size: int, crop_fraction: float = CROP_FRACTION,
-                 scales: Sequence[float] = SCALES):
+                 scales: Sequence[float] = SCALES, base: EvalPipeline | None = None):
         if not 0 < crop_fraction <= 1:
             raise ConfigError(f"crop_fraction must lie in (0, 1], got {crop_fraction}")
         if not scales or any(s <= 0 for s in scales):
@@ -99,6 +109,7 @@ class TestTimeAugmentation:
         self.size = int(size)
         self.crop_fraction = float(crop_fraction)
         self.scales = tuple(float(s) for s in scales)
+        self.base = base
         crops: Sequence[str | None] = CORNERS if "multicrop" in self.names else (None,)
         zooms: Sequence[float] = self.scales if "multiscale" in self.names else (1.0,)
         flips: Sequence[bool] = (False, True) if "hflip" in self.names else (False,)
@@ -123,6 +134,8 @@ class TestTimeAugmentation:
         image = np.asarray(image)
         if image.ndim != 2 or image.dtype != np.uint8:
             raise ValueError(f"expected a (H, W) uint8 image, got {image.dtype} {image.shape}")
+        if self.base is not None:
+            image = self.base.transform(image, None)
         out = np.empty((self.n_views, self.size, self.size), dtype=np.uint8)
         cache: dict[tuple[str | None, float], np.ndarray] = {}
         for v, (crop, zoom, flip) in enumerate(self.plan):

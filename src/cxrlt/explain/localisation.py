@@ -2,7 +2,7 @@
 
 Every box is one record (NIH has at most one box per image and finding).
 The model's map of the box's class is computed on the image as the model
-sees it (decoded, centre-cropped, resized to the input size), normalised to
+sees it (decoded, centre-cropped, through its evaluation pipeline), normalised to
 [0, 1], and compared with the box mapped into the same frame:
 
 - **Pointing game** (Zhang et al., ECCV 2016): a hit when the map's
@@ -19,8 +19,9 @@ sees it (decoded, centre-cropped, resized to the input size), normalised to
 Box geometry: NIH boxes are (x, y, w, h) in the 1024 x 1024 frame of the
 original images (`box_frame`). A file read from disk may be smaller (the
 128-px thumbnails): box coordinates are scaled by the decoded size over the
-frame size per axis, shifted by the centre crop and scaled to the input
-size, then clipped to the image.
+frame size per axis, shifted by the centre crop and scaled to the stored
+size, then followed through the model's evaluation transforms (e.g. a
+centre crop, `augment.eval`) to the input size, and clipped to the image.
 
 Per class: boxes in the file, boxes whose image is missing from the image
 folder (counted, listed, not evaluated), hits, hit rate with a Wilson 95 %
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlt.data.transforms import EvalPipeline
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import canonical_key
 
@@ -101,28 +103,30 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- geometry
 def box_to_input(
-    box: Sequence[float], decoded_shape: tuple[int, int], input_size: int, box_frame: float = NIH_BOX_FRAME
+    box: Sequence[float], decoded_shape: tuple[int, int], pipeline: EvalPipeline, stored: int,
+    box_frame: float = NIH_BOX_FRAME,
 ) -> tuple[float, float, float, float]:
     """(x0, y0, x1, y1) in model-input pixels of a box (x, y, w, h) given in the `box_frame` original frame.
 
     Pixel j covers [j, j + 1). The decoded image (H, W) is taken to be the
     original scaled by W / frame and H / frame; `cxrlt.data.images`
     centre-crops it to a square of side min(H, W) (offsets H // 2 - side // 2,
-    W // 2 - side // 2) and resizes that to `input_size`. The result is
-    clipped to [0, input_size].
+    W // 2 - side // 2) and resizes that to `stored`; the model's evaluation
+    `pipeline` (`augment.eval`, then the resize to the input size) takes it
+    from there. The result is clipped to [0, input size].
     """
     x, y, w, h = (float(v) for v in box)
     height, width = decoded_shape
     side = min(height, width)
     top, left = height // 2 - side // 2, width // 2 - side // 2
-    scale = input_size / side
+    scale = stored / side
     sx, sy = width / box_frame, height / box_frame
 
-    def clip(value: float) -> float:
-        return min(max(value, 0.0), float(input_size))
+    def to_input(px: float, py: float) -> tuple[float, float]:
+        ix, iy = pipeline.map_point((px * sx - left) * scale, (py * sy - top) * scale, stored, stored)
+        return min(max(ix, 0.0), float(pipeline.size)), min(max(iy, 0.0), float(pipeline.size))
 
-    return (clip((x * sx - left) * scale), clip((y * sy - top) * scale),
-            clip(((x + w) * sx - left) * scale), clip(((y + h) * sy - top) * scale))
+    return (*to_input(x, y), *to_input(x + w, y + h))
 
 
 def box_coverage(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
@@ -255,9 +259,9 @@ def localise(
     when no finding matches a model class.
     """
     from cxrlt.data.images import crop_and_resize, decode_image
-    from cxrlt.data.transforms import resize_to
     from cxrlt.explain.cam import METHODS, compute_maps, supports_cam
     from cxrlt.progress import progress_bar
+    from cxrlt.training.export import saved_eval_pipeline
 
     if method not in METHODS:
         raise ConfigError(f"unknown map method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -281,7 +285,7 @@ def localise(
     present = boxes[~boxes["missing"]]
 
     stored = int(meta.get("stored_size", meta["image_size"]))
-    size = int(meta["image_size"])
+    pipeline = saved_eval_pipeline(meta)
     names = list(dict.fromkeys(present["image_id"]))
     records = []
     resolved_method = method
@@ -291,7 +295,7 @@ def localise(
         for name in chunk:
             decoded = decode_image(image_paths[name])
             shapes.append(decoded.shape[:2])
-            pixels.append(resize_to(crop_and_resize(decoded, stored), size))
+            pixels.append(pipeline(crop_and_resize(decoded, stored)))
         wanted = present[present["image_id"].isin(chunk)]
         needed = sorted(set(wanted["class_index"]))
         maps = compute_maps(model, torch.from_numpy(np.stack(pixels))[:, None], needed, method=method)
@@ -300,7 +304,8 @@ def localise(
         for _, box in wanted.iterrows():
             b = chunk.index(box["image_id"])
             heat = maps.maps[b, column[box["class_index"]]].numpy()
-            x0, y0, x1, y1 = box_to_input((box["x"], box["y"], box["w"], box["h"]), shapes[b], size, box_frame)
+            x0, y0, x1, y1 = box_to_input((box["x"], box["y"], box["w"], box["h"]), shapes[b], pipeline, stored,
+                                          box_frame)
             record = {"image_id": box["image_id"], "finding": box["finding"],
                       "model_class": classes[box["class_index"]], "line": int(box["line"]),
                       "x0": x0, "y0": y0, "x1": x1, "y1": y1,

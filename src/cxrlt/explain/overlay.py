@@ -101,16 +101,18 @@ class OverlayRecord:
 
 
 def model_input(path: str | Path, meta: dict) -> np.ndarray:
-    """uint8 (S, S) image as the saved model sees it: decoded at its stored size, then resized to its input size.
+    """uint8 (S, S) image as the saved model sees it: decoded at its stored size, then its evaluation pipeline.
 
-    The same two steps as `cxrlt predict` (and as training, which reads the
-    prepared cache at the stored size).
+    The same steps as `cxrlt predict` and as the run's validation and test
+    (which read the prepared cache at the stored size): the evaluation
+    transforms saved in `meta` (`augment.eval`), then the resize to the
+    input size.
     """
     from cxrlt.data.images import load_image
-    from cxrlt.data.transforms import resize_to
+    from cxrlt.training.export import saved_eval_pipeline
 
     stored = int(meta.get("stored_size", meta["image_size"]))
-    return resize_to(load_image(path, stored), int(meta["image_size"]))
+    return saved_eval_pipeline(meta)(load_image(path, stored))
 
 
 def _display_path(image_id: str) -> Path:

@@ -18,7 +18,7 @@ from cxrlt.data.sources import load_table
 from cxrlt.data.stats import LabelStats
 from cxrlt.data.store import open_store, screen_images
 from cxrlt.data.table import LabelTable
-from cxrlt.data.transforms import Pipeline, build_pipeline
+from cxrlt.data.transforms import Pipeline, eval_pipeline
 from cxrlt.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,24 @@ def load_run_data(config: RunConfig) -> RunData:
             "no prepared cache (data.images.cache): images are decoded from the original files every epoch. "
             "Run `cxrlt prepare CONFIG --out DIR` once and set data.images.cache=DIR for a much faster data path."
         )
+    warn_whole_image_evaluation(config)
     table = screen_images(load_table(config.data), images.stored, cache=images.cache, skip_bad=images.skip_bad)
     return RunData(config, table)
+
+
+def warn_whole_image_evaluation(config: RunConfig) -> None:
+    """Warn when training keeps a fixed-size window of the stored image but evaluation sees all of it."""
+    augment = config.augment
+    narrowing = [spec.name for spec in augment.train
+                 if getattr(spec.lookup().entry(spec.name).factory, "narrows_view", False)]
+    if narrowing and not augment.eval:
+        images = config.data.images
+        log.warning(
+            "augment.train has %s (a fixed-size window of the stored image) but augment.eval is empty: validation, "
+            "test and predict see the whole %d-px stored image resized to %d px, a wider field of view than in "
+            "training. Add e.g. augment.eval: [{name: center_crop, size: <the crop size>}] to evaluate on the view "
+            "the model was trained on.", " and ".join(narrowing), images.stored, images.size,
+        )
 
 
 class StageDataModule(L.LightningDataModule):
@@ -152,7 +168,7 @@ class StageDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         val = self.data.part("val")
         dataset = ImageDataset(self.data.store("val", self._store_size()), val.labels,
-                               build_pipeline([], self.image_size))
+                               eval_pipeline(self.data.config.augment.eval, self.image_size))
         return DataLoader(dataset, batch_size=self.batch_size, sampler=ShardSampler(len(val), rank, world),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())

@@ -33,7 +33,7 @@ from cxrlt.io import write_json
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.data import RunData
-from cxrlt.training.export import export_model, load_model
+from cxrlt.training.export import EVAL_TRANSFORMS, export_model, load_model
 from cxrlt.training.predict import predict_probabilities
 from cxrlt.training.stages import Stage
 
@@ -69,6 +69,7 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
                         pretrained=False)
     model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
     extra: dict[str, Any] = {"stored_size": config.data.images.stored,
+                             EVAL_TRANSFORMS: [spec.model_dump(mode="json") for spec in config.augment.eval],
                              "train_positives": data.train_stats.positives,
                              "groups": data.train_stats.groups(**config.evaluation.groups.model_dump())}
     if config.augment.tta:
@@ -80,10 +81,11 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     if last.tau_normalise:
         from cxrlt.training.tau import tune_tau
 
-        extra["tau_normalisation"] = tune_tau(model, val_store, val.labels, last.image_size,
-                                              monitor=config.train.monitor, progress=progress)
+        extra["tau_normalisation"] = tune_tau(model, val_store, val.labels, last.image_size, progress=progress,
+                                              eval_transforms=extra[EVAL_TRANSFORMS])
     val_probs = predict_probabilities(model, val_store, last.image_size, progress=progress, description="predict val",
-                                      tta=extra.get("tta"), tta_merge=extra.get("tta_merge", "arithmetic"))
+                                      tta=extra.get("tta"), tta_merge=extra.get("tta_merge", "arithmetic"),
+                                      eval_transforms=extra[EVAL_TRANSFORMS])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         thresholds = tune_thresholds(val.labels, val_probs, method=config.evaluation.threshold,
@@ -132,7 +134,8 @@ def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, dat
     """Predict one split with `model`, then score and save it."""
     probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
                                   progress=progress, description=f"predict {split}",
-                                  tta=meta.get("tta"), tta_merge=meta.get("tta_merge", "arithmetic"))
+                                  tta=meta.get("tta"), tta_merge=meta.get("tta_merge", "arithmetic"),
+                                  eval_transforms=meta.get(EVAL_TRANSFORMS, ()))
     return score_split(config, data, run_dir, split, probs, meta, progress=progress)
 
 
@@ -163,7 +166,7 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
     if meta.get("tta"):
         metrics["tta"] = {"views": list(meta["tta"]), "merge": meta["tta_merge"]}
     if "tau_normalisation" in meta:
-        metrics["tau"] = meta["tau_normalisation"]["tau"]
+        metrics["tau_normalisation"] = meta["tau_normalisation"]
     if intervals and config.evaluation.bootstrap > 0:
         metrics["intervals"] = bootstrap_metrics(
             part.labels, probs, data.classes, resamples=config.evaluation.bootstrap, patients=patient_ids(part),

@@ -2,7 +2,8 @@
 
 `model.safetensors` holds the weights; `model.json` holds what is needed to
 rebuild the module (model config, classes, input size) and to use it well
-(training positives per class for head/medium/tail groups, tuned
+(the stored size and evaluation transforms its inputs went through,
+training positives per class for head/medium/tail groups, tuned
 thresholds). Loading never executes code from the files.
 """
 
@@ -15,13 +16,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxrlt.config import ModelConfig
-from cxrlt.errors import InputError
+from cxrlt.data.transforms import EvalPipeline, eval_pipeline
+from cxrlt.errors import ConfigError, InputError
 from cxrlt.io import atomic_path, read_json, write_json
 from cxrlt.models.build import CxrModel, build_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 FORMAT_VERSION = 1
+EVAL_TRANSFORMS = "eval_transforms"  # model.json key; absent (models saved before it): none
+
+
+def saved_eval_pipeline(meta: dict[str, Any]) -> EvalPipeline:
+    """The evaluation pipeline a saved model was evaluated with (its `model.json` as `meta`)."""
+    return eval_pipeline(meta.get(EVAL_TRANSFORMS, ()), int(meta["image_size"]))
 
 
 def export_model(model: CxrModel, folder: Path, model_config: ModelConfig, classes: list[str],
@@ -67,6 +75,11 @@ def load_model(path: str | Path, context: dict[str, Any] | None = None) -> tuple
         classes = list(meta["classes"])
     except Exception as exc:
         raise InputError(f"{META} is not a cxrlt model description ({exc})", folder / META) from None
+    meta.setdefault(EVAL_TRANSFORMS, [])
+    try:
+        saved_eval_pipeline(meta)
+    except ConfigError as exc:
+        raise InputError(f"{EVAL_TRANSFORMS}: {exc}", folder / META) from None
     # No training labels: heads with label buffers (graph, embeddings) take them from the saved state.
     context = {"class_names": classes, **(context or {})}
     model = build_model(config, len(classes), meta.get("image_size"), context=context, pretrained=False)

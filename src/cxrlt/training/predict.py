@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from cxrlt.progress import progress_bar
 
 from cxrlt.data.dataset import ImageDataset
-from cxrlt.data.transforms import Pipeline
+from cxrlt.data.transforms import eval_pipeline
 
 
 def default_device() -> torch.device:
@@ -32,25 +32,30 @@ def predict_probabilities(
     description: str = "predict",
     tta: Sequence[str] | str | None = None,
     tta_merge: str = "arithmetic",
+    eval_transforms: Sequence = (),
 ) -> np.ndarray:
     """Sigmoid probabilities (images x classes) of `model` on every image of `store`.
 
-    With `tta` (families of `cxrlt.ensemble.tta`, e.g. ["hflip", "multicrop"]),
-    each image is scored on all its views and the views are merged per class
-    by `tta_merge` (arithmetic: mean probability; geometric: sigmoid of the
-    mean logit). A forward pass still holds about `batch_size` images.
+    Each stored image goes through `eval_transforms` (config `augment.eval`
+    or `model.json`'s `eval_transforms`, see `eval_pipeline`) and is resized
+    to `image_size`. With `tta` (families of `cxrlt.ensemble.tta`, e.g.
+    ["hflip", "multicrop"]), each image is scored on all its views, cut from
+    that evaluation view, and the views are merged per class by `tta_merge`
+    (arithmetic: mean probability; geometric: sigmoid of the mean logit). A
+    forward pass still holds about `batch_size` images.
     """
     from cxrlt.ensemble.tta import TestTimeAugmentation, ViewDataset, check_merge, merge_logits
 
     device = device or default_device()
     model = model.to(device).eval()
     check_merge(tta_merge)
-    augmentation = TestTimeAugmentation(tta, image_size)
+    pipeline = eval_pipeline(eval_transforms, image_size)
+    augmentation = TestTimeAugmentation(tta, image_size, base=pipeline)
     if augmentation.n_views > 1:
         dataset: torch.utils.data.Dataset = ViewDataset(store, augmentation)
         batch_size = max(1, batch_size // augmentation.n_views)
     else:
-        dataset = ImageDataset(store, np.zeros((len(store), 0), np.float32), Pipeline([], image_size))
+        dataset = ImageDataset(store, np.zeros((len(store), 0), np.float32), pipeline)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     outputs = []
