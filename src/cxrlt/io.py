@@ -18,6 +18,9 @@ from typing import Any, Iterable, Iterator
 
 from cxrlt.errors import ConfigError, DiskFull, InputError
 
+# Errors a write raises when the file system (or the user's quota) is full.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -42,7 +45,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in DISK_FULL:
             raise disk_full(path) from None
         raise
     except BaseException:
@@ -127,8 +130,6 @@ def save_figure(path: str | Path, figure: Any, **kwargs: Any) -> Path:
     return Path(path)
 
 
-# Errors a write raises when the file system (or the user's quota) is full.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def no_space_left(path: str | Path, needed: int | None) -> str:

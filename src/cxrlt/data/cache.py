@@ -42,7 +42,7 @@ import numpy as np
 from cxrlt import __version__
 from cxrlt.data.images import default_workers, error_reason, format_bad_images, load_image
 from cxrlt.data.table import LabelTable
-from cxrlt.errors import ImageDecodeError, InputError, Interrupted
+from cxrlt.errors import DiskFull, ImageDecodeError, InputError, Interrupted
 from cxrlt.io import DISK_FULL, atomic_path, no_space_left, read_json, write_json
 from cxrlt.ownership import OwnedFolder, claim
 from cxrlt.processes import worker_pool
@@ -225,10 +225,11 @@ def prepare_cache(
             "with fewer --workers if memory is short",
             out,
         ) from None
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
+    except (OSError, DiskFull) as exc:
+        # A row write fails with ENOSPC itself; a bookkeeping file arrives as DiskFull from `atomic_path`.
+        if isinstance(exc, OSError) and exc.errno not in DISK_FULL:
             raise
-        raise InputError(
+        raise DiskFull(
             f"{no_space_left(out, _space_missing(out, len(table), size))} to finish the cache; "
             f"{_kept(out, len(table))}. Free some space (or choose another --out, or a smaller --size) and run the "
             "same command again to continue",
