@@ -82,7 +82,7 @@ def _metrics() -> dict[str, Any]:
 
 def _config(bootstrap: int = 1000) -> dict[str, Any]:
     return {
-        "name": "hand <b>made</b>",
+        "name": "hand <b>made & more",  # markup in a run name (a plain folder name: no "/")
         "data": {"sources": [{"name": "csv", "labels": "labels.csv"}], "split": {"method": "source"},
                  "images": {"size": 64}},
         "model": {"backbone": "resnet10t", "pretrained": True, "pooling": {"name": "avg"},
@@ -177,7 +177,7 @@ def test_page_is_self_contained_escaped_and_embeds_every_plot(tmp_path):
     on_disk = sorted(p.read_bytes() for p in (run / "plots").rglob("*.png"))
     assert embedded == on_disk
     # text from users is escaped, never markup
-    assert "<b>made</b>" not in text and "hand &lt;b&gt;made&lt;/b&gt;" in text
+    assert "<b>made" not in text and "hand &lt;b&gt;made &amp; more" in text
     assert HOSTILE not in text and "Pleural &lt;Effusion&gt; &amp; &quot;fluid&quot;" in text
     assert HOSTILE in [r[0] for r in page.rows if r]
 
@@ -498,7 +498,7 @@ def _check_rendering(report: Path, tmp_path: Path, name: str) -> dict[str, Any]:
 def test_chromium_renders_the_report_with_all_images_and_no_errors(tmp_path):
     report = write_html_report(make_run(tmp_path / "run"))
     result = _check_rendering(report, tmp_path, "hand_made")
-    assert result["title"] == "cxrlt run: hand <b>made</b>"
+    assert result["title"] == "cxrlt run: hand <b>made & more"
     assert len(result["images"]) == 9
 
 

@@ -195,8 +195,8 @@ def test_a_full_disk_stops_training_with_the_last_checkpoint_kept(tmp_path, data
 
     monkeypatch.setattr(io.shutil, "disk_usage", usage)
     monkeypatch.setattr(module.ClassifierModule, "on_train_epoch_start", disk_fills_in_epoch_1)
-    with pytest.raises(DiskFull, match=r"no space left on /.*: 500 bytes free, need \d+\.\d MB; (best|last).ckpt "
-                                       r"was not written .*Continue with `cxrlt train --resume"):
+    with pytest.raises(DiskFull, match=r"no space left on /.*: 500 bytes free, \d+\.\d MB needed; (best|last).ckpt "
+                                       r"was not written .*\. Stage main stopped; .*Continue with `cxrlt train --resume"):
         train(parse_config(tiny(data_dir, epochs=3)), run, progress=False)
     last = run / "stages/01-main/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0

@@ -36,8 +36,8 @@ LAYOUT = (CONFIG, ENVIRONMENT, STAGES, "model.safetensors", "model.json", "predi
 
 
 def _legacy_run(folder: Path) -> bool:
-    """A run written before folders carried a marker: its config and environment files are there."""
-    return (folder / CONFIG).is_file() and (folder / ENVIRONMENT).is_file()
+    """A run written before folders carried a marker: its config, and its environment file or stages."""
+    return (folder / CONFIG).is_file() and ((folder / ENVIRONMENT).is_file() or (folder / STAGES).is_dir())
 
 
 class RunFolder:

@@ -305,7 +305,7 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignored further Ctrl-C
         raise Interrupted(_stopped_at(stage, where)) from None
     except DiskFull as exc:
-        raise DiskFull(f"{exc} {_stopped_at(stage, where)}") from None
+        raise DiskFull(f"{exc}. {_stopped_at(stage, where)}") from None
     if trainer.interrupted:
         raise Interrupted(_stopped_at(stage, where))
     if is_writer():
