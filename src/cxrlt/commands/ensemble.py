@@ -55,17 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _folder_tables(folder: Path) -> tuple[Path, Path]:
     """(test, validation) prediction files of a run or k-fold folder."""
     from cxrlt.errors import InputError
+    from cxrlt.layout import KFoldFiles, RunFiles
 
-    if (folder / "kfold.json").is_file():
-        test, val = folder / "predictions.csv", folder / "predictions_oof.csv"
-    elif (folder / "config.yaml").is_file():
-        from cxrlt.training.evaluate import split_files
+    kfold, run = KFoldFiles(folder), RunFiles(folder)
+    if kfold.state.is_file():
+        test, val = kfold.predictions, kfold.oof_predictions
+    elif run.config.is_file():
         from cxrlt.training.run import load_run_config
 
-        config = load_run_config(folder)
-        test, val = folder / split_files(config, "test")[0], folder / split_files(config, "val")[0]
+        headline = load_run_config(folder).evaluation.split
+        test, val = run.predictions("test", headline), run.predictions("val", headline)
     else:
-        raise InputError("neither a run folder (config.yaml) nor a k-fold folder (kfold.json)", folder)
+        raise InputError(f"neither a run folder ({run.CONFIG}) nor a k-fold folder ({kfold.STATE})", folder)
     if not test.is_file():
         raise InputError(f"has no test predictions ({test.name}); run `cxrlt evaluate {folder} --split test` first",
                          folder)
@@ -75,8 +76,9 @@ def _folder_tables(folder: Path) -> tuple[Path, Path]:
 def _folder_val_labels(folder: Path):
     """Validation labels of a run folder (its val split) or k-fold folder (its out-of-fold rows)."""
     from cxrlt.evaluation.predictions import ClassTable
+    from cxrlt.layout import KFoldFiles
 
-    if (folder / "kfold.json").is_file():
+    if KFoldFiles(folder).state.is_file():
         from cxrlt.ensemble.kfold import oof_labels
 
         return oof_labels(folder)

@@ -17,6 +17,7 @@ import numpy as np
 
 from cxrlt.evaluation.groups import class_groups
 from cxrlt.labels import canonical_key
+from cxrlt.layout import LABEL_PLOT_FILES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -282,8 +283,8 @@ def save_plots(
 
     folder = Path(folder)
     return [
-        save_figure(folder / "label_distribution.png", plot_label_distribution(stats, groups, log=log)),
-        save_figure(folder / "labels_per_image.png", plot_labels_per_image(stats)),
-        save_figure(folder / "cooccurrence.png", plot_cooccurrence(stats, "conditional")),
-        save_figure(folder / "cooccurrence_counts.png", plot_cooccurrence(stats, "counts")),
+        save_figure(folder / LABEL_PLOT_FILES["distribution"], plot_label_distribution(stats, groups, log=log)),
+        save_figure(folder / LABEL_PLOT_FILES["labels_per_image"], plot_labels_per_image(stats)),
+        save_figure(folder / LABEL_PLOT_FILES["cooccurrence"], plot_cooccurrence(stats, "conditional")),
+        save_figure(folder / LABEL_PLOT_FILES["cooccurrence_counts"], plot_cooccurrence(stats, "counts")),
     ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from cxrlt.evaluation.metrics import MetricResult, pr_curve, roc_curve
+from cxrlt.layout import PLOT_FILES
 from cxrlt.io import save_figure
 
 if TYPE_CHECKING:
@@ -188,11 +189,11 @@ def write_plots(
     groups: Sequence[str] | None = None,
     train_positives: Sequence[float] | None = None,
 ) -> list[Path]:
-    """Save `roc.png`, `pr.png` and `per_class.png` into `directory` (atomic)."""
+    """Save the ROC, PR and per-class plots into `directory` under their `cxrlt.layout.PLOT_FILES` names (atomic)."""
     directory = Path(directory)
     classes = result.classes
     return [
-        save_figure(directory / "roc.png", roc_figure(labels, probs, classes, groups)),
-        save_figure(directory / "pr.png", pr_figure(labels, probs, classes, groups)),
-        save_figure(directory / "per_class.png", metric_bars_figure(result, groups, train_positives)),
+        save_figure(directory / PLOT_FILES["roc"], roc_figure(labels, probs, classes, groups)),
+        save_figure(directory / PLOT_FILES["pr"], pr_figure(labels, probs, classes, groups)),
+        save_figure(directory / PLOT_FILES["per_class"], metric_bars_figure(result, groups, train_positives)),
     ]

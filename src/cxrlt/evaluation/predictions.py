@@ -34,7 +34,7 @@ import pandas as pd
 
 from cxrlt.data.table import META_COLUMNS
 from cxrlt.errors import InputError
-from cxrlt.io import atomic_path
+from cxrlt.io import atomic_path, write_dataframe_csv
 from cxrlt.labels import canonical_key
 
 ID_COLUMNS = ("image_id", "dicom_id", "Image Index", "path", "id")
@@ -227,6 +227,21 @@ def read_predictions(path: str | Path, id_column: str | None = None) -> ClassTab
             int(row) + 2,
         )
     return ClassTable(frame[column].to_numpy(dtype=object), tuple(classes), probs, path, column)
+
+
+def write_labels(path: str | Path, image_ids: Sequence[str], classes: Sequence[str], labels: np.ndarray,
+                 id_column: str = "image_id") -> Path:
+    """Write a label file atomically: the id column and one 1 / 0 / blank (missing) column per class.
+
+    The format `read_label_csv` reads, so a run's saved labels can be
+    re-scored (`cxrlt evaluate --predictions ... --labels ...`).
+    """
+    import pandas as pd
+
+    labels = np.asarray(labels, dtype=np.float64)
+    frame = pd.DataFrame({id_column: [str(i) for i in image_ids],
+                          **{str(name): labels[:, j] for j, name in enumerate(classes)}})
+    return write_dataframe_csv(path, frame, float_format="%g")
 
 
 def read_label_csv(

@@ -1,18 +1,11 @@
-"""The run folder: its file names, its ownership and its one writer.
+"""Run and k-fold folders: their ownership and their one writer (the names are `cxrlt.layout`'s).
 
-A run folder is claimed for cxrlt (`cxrlt.ownership`) before anything is
-written into it, locked by its writer for the life of the command, and in a
-multi-process launch written by global rank 0 only; the other ranks attach
-to it and read. Layout::
-
-    RUN_DIR/cxrlt.json, cxrlt.lock     ownership marker and writer lock
-    RUN_DIR/config.yaml                resolved configuration (written last at start: a folder
-                                       with it is a started run)
-    RUN_DIR/environment.json           seed, library versions, command
-    RUN_DIR/stages/NN-name/            stage.json (world size, effective batch, schedule steps),
-                                       checkpoints/{last,best}.ckpt, logs/, done.json
-    RUN_DIR/model.safetensors, model.json
-    RUN_DIR/predictions*.csv, metrics*.json, plots/, report.md, report.html
+A folder is claimed for cxrlt (`cxrlt.ownership`: the marker `cxrlt.json`)
+before anything is written into it, locked by its writer (`cxrlt.lock`) for
+the life of the command, and in a multi-process launch written by global
+rank 0 only; the other ranks attach to it and read. A run folder whose
+`config.yaml` exists is a started run (the configuration is written last
+at start, after everything that can fail has been checked).
 """
 
 from __future__ import annotations
@@ -22,41 +15,21 @@ from pathlib import Path
 from typing import Iterator
 
 from cxrlt.errors import ConfigError
+from cxrlt.layout import KFoldFiles, RunFiles
 from cxrlt.ownership import FolderLock, OwnedFolder, check_claimable, claim, is_writer, owned, wait_for_writer
 
 KIND = "run"
-CONFIG = "config.yaml"
-ENVIRONMENT = "environment.json"
-STAGES = "stages"
 HINT = "choose a new or empty --out folder"
-# Top-level entries a run writes (recorded in the marker when the folder is claimed).
-LAYOUT = (CONFIG, ENVIRONMENT, STAGES, "model.safetensors", "model.json", "predictions.csv",
-          "predictions_val.csv", "predictions_test.csv", "metrics.json", "metrics_val.json", "metrics_test.json",
-          "plots", "report.md", "report.html")
 
 
 def _legacy_run(folder: Path) -> bool:
     """A run written before folders carried a marker: its config, and its environment file or stages."""
-    return (folder / CONFIG).is_file() and ((folder / ENVIRONMENT).is_file() or (folder / STAGES).is_dir())
+    files = RunFiles(folder)
+    return files.config.is_file() and (files.environment.is_file() or files.stages.is_dir())
 
 
-class RunFolder:
-    """Paths of one run folder, and the rules for starting, resuming and writing it."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def environment(self) -> Path:
-        return self.path / ENVIRONMENT
-
-    @property
-    def stages(self) -> Path:
-        return self.path / STAGES
+class RunFolder(RunFiles):
+    """A run folder's paths (`cxrlt.layout.RunFiles`) and the rules for starting, resuming and writing it."""
 
     @property
     def started(self) -> bool:
@@ -74,7 +47,7 @@ class RunFolder:
     def require_started(self) -> None:
         """`--resume` and re-evaluation need a started run."""
         if not self.started:
-            raise ConfigError(f"{self.path} is not a run folder (no {CONFIG}); start one with `cxrlt train CONFIG`")
+            raise ConfigError(f"{self.path} is not a run folder (no {self.CONFIG}); start one with `cxrlt train CONFIG`")
 
     def check_claimable(self) -> None:
         """Refuse now, writing nothing, a folder `claim` would refuse (before any slow work)."""
@@ -87,16 +60,44 @@ class RunFolder:
         about to write there (the demo's generated data, a smoke run's images).
         """
         folder = claim(self.path, KIND, adopt=_legacy_run, hint=HINT)
-        folder.record(*LAYOUT, *extra)
+        folder.record(*self.ENTRIES, *extra)
         return folder
 
     @contextlib.contextmanager
     def writing(self, purpose: str) -> Iterator[FolderLock | None]:
         """Hold the folder's writer lock for the block (global rank 0); other ranks attach and hold nothing."""
         if not is_writer():
-            wait_for_writer(self.path, lambda folder: (folder / CONFIG).is_file(), what=f"the run folder {self.path}")
+            wait_for_writer(self.path, lambda folder: RunFiles(folder).config.is_file(),
+                            what=f"the run folder {self.path}")
             yield None
             return
         folder = owned(self.path, KIND) or self.claim()
         with folder.lock(purpose) as lock:
             yield lock
+
+
+def _legacy_kfold(folder: Path) -> bool:
+    """A k-fold folder written before folders carried a marker."""
+    files = KFoldFiles(folder)
+    return files.config.is_file() and files.state.is_file()
+
+
+class KFoldFolder(KFoldFiles):
+    """A k-fold folder's paths and ownership."""
+
+    KIND = "kfold"
+
+    @property
+    def started(self) -> bool:
+        return self.config.is_file()
+
+    def claim(self) -> OwnedFolder:
+        """Mark the folder as a k-fold run (new or empty, or already one): nothing foreign is touched."""
+        folder = claim(self.path, self.KIND, adopt=_legacy_kfold, hint=HINT)
+        folder.record(*self.ENTRIES)
+        return folder
+
+    def attach(self) -> None:
+        """In a non-writing rank: wait until rank 0 holds the folder and has started it."""
+        wait_for_writer(self.path, lambda folder: KFoldFiles(folder).config.is_file(),
+                        what=f"the k-fold folder {self.path}")

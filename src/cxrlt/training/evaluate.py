@@ -1,9 +1,9 @@
 """Finish a run (export, thresholds, predictions, metrics, report) and re-evaluate it.
 
-Files in the run folder: `predictions.csv` / `metrics.json` for the
-evaluation split (config `evaluation.split`, test by default),
-`predictions_val.csv` / `metrics_val.json` for validation, `plots/`,
-`report.md`, `report.html`, and the exported model.
+Per evaluated split the run folder gets its predictions, its labels (in
+the same row order) and its metrics; the evaluation split (config
+`evaluation.split`, test by default) gets the headline names. File names
+are `cxrlt.layout.RunFiles`'.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from cxrlt.evaluation.calibration import (
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
 from cxrlt.evaluation.html import write_html_report
 from cxrlt.evaluation.plots import write_plots
-from cxrlt.evaluation.predictions import write_predictions
+from cxrlt.evaluation.predictions import write_labels, write_predictions
+from cxrlt.layout import RunFiles
 from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs, write_report
 from cxrlt.io import write_json
 from cxrlt.models.build import CxrModel, build_model
@@ -48,12 +49,6 @@ class SplitResult:
     metrics: dict[str, Any]
     table: str
     warnings: list[str] = field(default_factory=list)
-
-
-def split_files(config: RunConfig, split: str) -> tuple[str, str]:
-    """(predictions, metrics) file names of a split in the run folder."""
-    suffix = "" if split == evaluation_split(config) else f"_{split}"
-    return f"predictions{suffix}.csv", f"metrics{suffix}.json"
 
 
 def evaluation_split(config: RunConfig) -> str:
@@ -105,7 +100,7 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     headline = results.get(split, results["val"])
     if config.evaluation.report:
         meta = {**extra, "classes": list(data.classes), "image_size": last.image_size}
-        write_example_cams(model, meta, data.part(headline.split), headline.probs, run_dir / "plots" / "cams")
+        write_example_cams(model, meta, data.part(headline.split), headline.probs, RunFiles(run_dir).cams)
         write_run_report(config, data, run_dir, headline)
     return headline
 
@@ -156,8 +151,9 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
     seeded by `train.seed`, over patients when the table has patient ids.
     """
     part = data.part(split)
-    predictions_name, metrics_name = split_files(config, split)
-    write_predictions(run_dir / predictions_name, part.image_ids, list(data.classes), probs)
+    files, headline = RunFiles(run_dir), evaluation_split(config)
+    write_predictions(files.predictions(split, headline), part.image_ids, list(data.classes), probs)
+    write_labels(files.labels(split, headline), part.image_ids, list(data.classes), part.labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedMetricWarning)
         result = compute_metrics(part.labels, probs, data.classes, thresholds=meta.get("thresholds"))
@@ -181,22 +177,22 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
                if config.evaluation.threshold == "sensitivity" else {}),
             "per_class": operating_points(part.labels, probs, meta["thresholds"], data.classes),
         }
-    write_json(run_dir / metrics_name, metrics)
+    write_json(files.metrics(split, headline), metrics)
     return SplitResult(split, probs, result, metrics, result.format_table(groups, meta["train_positives"]),
                        [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
 
 
 def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: SplitResult) -> Path:
     """Plots, `report.md` and `report.html` of the headline split."""
-    plots_dir = run_dir / "plots"
+    files = RunFiles(run_dir)
     groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
-    plots = write_plots(plots_dir, data.part(scored.split).labels, scored.probs, scored.result, groups,
+    plots = write_plots(files.plots, data.part(scored.split).labels, scored.probs, scored.result, groups,
                         data.train_stats.positives)
-    plots.append(write_reliability_plot(plots_dir / "reliability.png", data.part(scored.split).labels,
+    plots.append(write_reliability_plot(files.plot("reliability"), data.part(scored.split).labels,
                                         scored.probs, groups, temperature=scored.metrics["calibration"]["temperature"]))
-    curves = plot_training_curves(read_training_logs(run_dir), plots_dir / "training_curves.png",
+    curves = plot_training_curves(read_training_logs(run_dir), files.plot("training_curves"),
                                   read_learning_rates(run_dir))
-    label_plots = save_plots(data.train_stats, plots_dir / "train_labels", groups=groups)
+    label_plots = save_plots(data.train_stats, files.label_plots, groups=groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
     setup = {
         "backbone": f"{config.model.backbone} ({'pretrained' if config.model.pretrained else 'random init'}), "
@@ -206,7 +202,7 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
         "input": f"{config.data.images.size} px", "evaluated split": scored.split,
     }
     splits = {name: len(data.part(name)) for name in ("train", "val", "test")}
-    report = write_report(run_dir / "report.md", f"cxrlt run: {config.name}", setup, splits, scored.table,
+    report = write_report(files.report_md, f"cxrlt run: {config.name}", setup, splits, scored.table,
                           scored.metrics, relative, notes=scored.warnings)
     write_html_report(run_dir)
     return report
@@ -214,10 +210,9 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
 
 def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResult:
     """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
+    from cxrlt.runs.folder import RunFolder
     from cxrlt.training.data import load_run_data
     from cxrlt.training.run import load_run_config
-
-    from cxrlt.runs.folder import RunFolder
 
     run_dir = Path(run_dir)
     RunFolder(run_dir).require_started()

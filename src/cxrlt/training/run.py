@@ -1,6 +1,7 @@
 """A training run end to end: run folder, stages, resume, export, evaluation.
 
-The run folder (its layout, ownership and lock) is `cxrlt.runs.folder.RunFolder`.
+The run folder's names are `cxrlt.layout`'s; its ownership and lock are
+`cxrlt.runs.folder.RunFolder`.
 Before the folder is claimed, everything a start can get wrong is checked:
 the data are read and split, and every pending stage's model, loss, sampler
 and transforms are built. Every file is written atomically, so a run killed
@@ -36,6 +37,7 @@ from cxrlt.config import RunConfig, apply_overrides, load_config, load_yaml, par
 from cxrlt.data.transforms import build_pipeline
 from cxrlt.errors import ConfigError, CxrltError, DiskFull, Interrupted
 from cxrlt.io import write_json, write_text
+from cxrlt.layout import StageFiles
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.ownership import is_writer, refuse_if_locked
 from cxrlt.runs.folder import RunFolder
@@ -226,7 +228,7 @@ def model_context(data: RunData) -> dict[str, Any]:
 
 
 def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None, progress: bool,
-              run_dir: Path | None = None) -> None:
+              run_dir: Path) -> None:
     """Train one stage, resuming from its last end-of-epoch checkpoint when one exists."""
     train_cfg = config.train
     L.seed_everything(_mix_seed(train_cfg.seed, stage.index) % (2**31), workers=True, verbose=False)
@@ -243,12 +245,13 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
     if train_cfg.compile:
         module.model = torch.compile(module.model)
     monitor = f"val/{train_cfg.monitor}"
-    best = ModelCheckpoint(dirpath=stage.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1,
+    files = stage.files
+    best = ModelCheckpoint(dirpath=files.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1,
                            save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
     # `last.ckpt` at the end of every epoch, whatever the monitored metric did: what a resume starts from.
     # It comes after `best` (and after early stopping, which Lightning runs before checkpoints) so that
     # it carries their updated state.
-    last_epoch = ModelCheckpoint(dirpath=stage.checkpoints, filename="last", monitor=None, save_top_k=1,
+    last_epoch = ModelCheckpoint(dirpath=files.checkpoints, filename="last", monitor=None, save_top_k=1,
                                  save_on_train_epoch_end=False, enable_version_counter=False)
     callbacks: list[L.Callback] = [best, last_epoch, LearningRateMonitor(logging_interval="step"),
                                    StageFacts(stage)]
@@ -259,13 +262,13 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
     last = stage.checkpoint("last")
     resuming = last.is_file()
     if resuming:
-        _keep_earlier_log(stage.folder / "logs")
+        _keep_earlier_log(files)
     loggers = [
-        CSVLogger(stage.folder, name="logs", version=""),
-        TensorBoardLogger(stage.folder, name="tensorboard", version="", default_hp_metric=False),
+        CSVLogger(files.logs.parent, name=files.logs.name, version=""),
+        TensorBoardLogger(files.tensorboard.parent, name=files.tensorboard.name, version="", default_hp_metric=False),
     ]
     trainer = L.Trainer(
-        default_root_dir=stage.folder,
+        default_root_dir=files.folder,
         max_epochs=stage.epochs,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,
@@ -289,7 +292,6 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
     log.info("stage %s: %d epochs at %d px, batch %d, sampler %s, loss %s%s", stage.name, stage.epochs,
              stage.image_size, stage.batch_size, stage.sampler.name, stage.loss.name,
              f" (resuming from {last})" if resuming else "")
-    where = run_dir or stage.folder.parent.parent
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -303,13 +305,13 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
         if not trainer.interrupted:
             raise
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignored further Ctrl-C
-        raise Interrupted(_stopped_at(stage, where)) from None
+        raise Interrupted(_stopped_at(stage, run_dir)) from None
     except DiskFull as exc:
-        raise DiskFull(f"{exc}. {_stopped_at(stage, where)}") from None
+        raise DiskFull(f"{exc}. {_stopped_at(stage, run_dir)}") from None
     if trainer.interrupted:
-        raise Interrupted(_stopped_at(stage, where))
+        raise Interrupted(_stopped_at(stage, run_dir))
     if is_writer():
-        write_json(stage.done_marker, {
+        write_json(files.done, {
             "stage": stage.name, "epochs_run": trainer.current_epoch,
             "best": str(stage.checkpoint("best")), "best_score": _float(best.best_model_score),
             "monitor": monitor,
@@ -359,7 +361,7 @@ class StageFacts(L.Callback):
             "total_optimizer_steps": int(trainer.estimated_stepping_batches),
         }
         if trainer.is_global_zero:
-            write_json(self.stage.facts, facts)
+            write_json(self.stage.files.facts, facts)
             log.info("stage %s: %d process(es) x batch %d x accumulate %d = effective batch %d; %d optimiser "
                      "steps per epoch, %d in all", self.stage.name, facts["world_size"], facts["batch_per_device"],
                      accumulate, facts["effective_batch"], facts["optimizer_steps_per_epoch"],
@@ -383,14 +385,12 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return load_config(RunFolder(run_dir).config)
 
 
-def _keep_earlier_log(logs: Path) -> None:
-    """Move the interrupted attempt's metrics.csv aside: Lightning's CSV logger deletes it when it restarts.
+def _keep_earlier_log(files: StageFiles) -> None:
+    """Move the interrupted attempt's log aside: Lightning's CSV logger deletes it when it restarts.
 
-    The epochs logged before the interruption live on as
-    `metrics-before-resume-N.csv`; `read_training_logs` reads them first.
+    The epochs logged before the interruption live on as the stage's
+    earlier logs; `read_training_logs` reads them first.
     """
-    current = logs / "metrics.csv"
-    if not is_writer() or not current.is_file():
+    if not is_writer() or not files.log.is_file():
         return
-    attempt = 1 + len(list(logs.glob("metrics-before-resume-*.csv")))
-    os.replace(current, logs / f"metrics-before-resume-{attempt}.csv")
+    os.replace(files.log, files.earlier_log(1 + len(files.earlier_logs())))

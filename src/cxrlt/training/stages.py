@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrlt.layout import RunFiles, StageFiles
 from cxrlt.config import LossSpec, OptimizerSpec, RunConfig, SamplerSpec, ScheduleSpec, StageConfig
 
 log = logging.getLogger(__name__)
@@ -16,11 +17,11 @@ DECOUPLED_DEFAULT_SAMPLER = "cycle"
 
 @dataclass(frozen=True)
 class Stage:
-    """Fully resolved settings of one stage (nothing left to inherit)."""
+    """Fully resolved settings of one stage (nothing left to inherit), and its folder's files."""
 
     index: int
     name: str
-    folder: Path
+    files: StageFiles
     epochs: int
     image_size: int
     batch_size: int
@@ -34,28 +35,13 @@ class Stage:
     init_from: str
 
     @property
-    def checkpoints(self) -> Path:
-        """Folder of `last.ckpt` and `best.ckpt`."""
-        return self.folder / "checkpoints"
-
-    @property
-    def facts(self) -> Path:
-        """How the stage is distributed and scheduled (`stage.json`, written when it starts training)."""
-        return self.folder / "stage.json"
-
-    @property
-    def done_marker(self) -> Path:
-        """Written (atomically) when the stage has finished."""
-        return self.folder / "done.json"
-
-    @property
     def done(self) -> bool:
         """Whether the stage has already finished."""
-        return self.done_marker.is_file()
+        return self.files.done.is_file()
 
     def checkpoint(self, which: str) -> Path:
         """`best` or `last` checkpoint path."""
-        return self.checkpoints / f"{which}.ckpt"
+        return self.files.checkpoint(which)
 
 
 def resolve_stages(config: RunConfig, run_dir: Path) -> list[Stage]:
@@ -80,7 +66,7 @@ def _resolve(config: RunConfig, stage: StageConfig, index: int, run_dir: Path) -
     return Stage(
         index=index,
         name=stage.name,
-        folder=run_dir / "stages" / f"{index + 1:02d}-{stage.name}",
+        files=RunFiles(run_dir).stage(index, stage.name),
         epochs=stage.epochs or train.epochs,
         image_size=stage.image_size or config.data.images.size,
         batch_size=stage.batch_size or train.batch_size,
