@@ -14,7 +14,7 @@ over the classes with test positives (the `metrics.json` mean):
    labels, p = 0.5), `--seeds` training seeds each (60% train / 20% val).
 2. Ensembling: the no-Mosaic model of seed 0, alone and with flip TTA
    (arithmetic mean of image and mirror), against a `--folds`-fold ensemble
-   (`cxrlt.ensemble.kfold`: patient-grouped stratified folds of the 80%
+   (`cxrlt.runs.kfold`: patient-grouped stratified folds of the 80%
    non-test images, fold models averaged) without and with flip TTA.
 
 Small data and few epochs make single numbers noisy: the per-seed values are
@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from cxrlt.config import parse_config
-from cxrlt.ensemble.kfold import fold_dir, kfold
+from cxrlt.runs.kfold import fold_dir, kfold
 from cxrlt.ensemble.merge import merge_probabilities
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
 from cxrlt.training.data import load_run_data
-from cxrlt.training.export import load_model
-from cxrlt.training.predict import predict_probabilities
-from cxrlt.training.run import train
+from cxrlt.inference.saved_model import load_model
+from cxrlt.inference.predict import predict_probabilities
+from cxrlt.runs.train import train
 
 MOSAIC = {"name": "mosaic", "variant": "crop", "label": "union", "p": 0.5}
 
@@ -74,11 +74,11 @@ def mean_ap(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def test_probabilities(run_dir: Path, config, tta: list[str] | None) -> np.ndarray:
     """Test-split probabilities of the model saved in `run_dir`, optionally with TTA."""
-    model, meta = load_model(run_dir)
+    model, card = load_model(run_dir)
     data = load_run_data(config)
-    store = data.store("test", config.data.images.stored)
-    return predict_probabilities(model, store, meta["image_size"], progress=False, tta=tta,
-                                 device=torch.device("cpu"))
+    store = data.store("test", card.stored_size)
+    return predict_probabilities(model, store, card.image_size, progress=False, tta=tta,
+                                 eval_transforms=card.eval_transforms, device=torch.device("cpu"))
 
 
 def cpu_seconds() -> float:

@@ -4,7 +4,7 @@
     PYTHONPATH=src python benchmarks/bench_longtail.py --out runs/longtail-full --full               # GPU
 
 Trains the same backbone once per (dataset, method, seed) through cxrlt's own
-API (`cxrlt.config.parse_config` + `cxrlt.training.run.train`), one run
+API (`cxrlt.config.parse_config` + `cxrlt.runs.train.train`), one run
 folder per combination under `--out/runs/DATASET/METHOD/seedN`. A run whose
 folder is finished is skipped and an interrupted one is resumed, so the
 benchmark can be stopped and started again at any time.
@@ -201,7 +201,7 @@ FINISHED = "bench.json"
 def run_one(config: RunConfig, run_dir: Path, stage1_from: Path | None) -> float:
     """Train (or resume) one run; seconds spent. A finished run (bench.json) is skipped."""
     from cxrlt.config import load_config
-    from cxrlt.training.run import CONFIG_FILE, resume, train
+    from cxrlt.runs.train import CONFIG_FILE, resume, train
 
     if (run_dir / CONFIG_FILE).is_file() and load_config(run_dir / CONFIG_FILE) != config:
         raise ConfigError(f"{run_dir} holds a run with other settings than this benchmark's; "

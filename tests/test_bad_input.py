@@ -407,12 +407,13 @@ def tiny_model(tmp_path: Path) -> Path:
 
     from cxrlt.config import ModelConfig
     from cxrlt.models.build import build_model
-    from cxrlt.training.export import export_model
+    from cxrlt.inference.saved_model import ModelCard, export_model
 
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")
-    export_model(build_model(config, 2).eval(), tmp_path / "run", config, list(CLASSES_AB), 32,
-                 extra={"stored_size": 32, "thresholds": [0.5, 0.5]})
+    export_model(build_model(config, 2).eval(), tmp_path / "run",
+                 ModelCard(model=config, classes=list(CLASSES_AB), image_size=32, stored_size=32,
+                           thresholds=[0.5, 0.5]))
     return tmp_path / "run"
 
 

@@ -20,7 +20,7 @@ from cxrlt.explain.overlay import blend, example_overlays, safe_name, save_overl
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.models.heads import CamUnsupported, Head, LinearHead
 from cxrlt.models.pooling import AvgPool
-from cxrlt.training.export import export_model
+from cxrlt.inference.saved_model import ModelCard, export_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -280,7 +280,7 @@ def saved_model(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")
     model = build_model(config, len(CLASSES)).eval()
-    export_model(model, tmp_path / "run", config, CLASSES, 48, extra={"stored_size": 64})
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=CLASSES, image_size=48, stored_size=64))
     return tmp_path / "run", model
 
 
@@ -345,14 +345,14 @@ def test_cam_command_errors_are_clear_and_write_nothing(tmp_path, saved_model, c
 
 def test_example_overlays_for_reports(tmp_path, saved_model):
     run, model = saved_model
-    from cxrlt.training.export import load_model
+    from cxrlt.inference.saved_model import load_model
 
-    loaded, meta = load_model(run)
+    loaded, card = load_model(run)
     _write_png(tmp_path / "p.png", 7)
     _write_png(tmp_path / "q.png", 8)
-    paths = example_overlays(loaded, meta, [tmp_path / "p.png", tmp_path / "q.png"], tmp_path / "ex")
+    paths = example_overlays(loaded, card, [tmp_path / "p.png", tmp_path / "q.png"], tmp_path / "ex")
     top = np.argsort(-_model_probs(model, tmp_path / "p.png"))[:2]
     assert [p.name for p in paths][:2] == [f"p_{CLASSES[k]}.png" for k in top]
     assert len(paths) == 4 and all(p.is_file() for p in paths)
-    named = example_overlays(loaded, meta, [tmp_path / "p.png"], tmp_path / "ex2", classes=["effusion"])
+    named = example_overlays(loaded, card, [tmp_path / "p.png"], tmp_path / "ex2", classes=["effusion"])
     assert [p.name for p in named] == ["p_Effusion.png"]

@@ -17,9 +17,9 @@ from cxrlt.errors import InputError
 from cxrlt.evaluation.metrics import monitor_metrics
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.training.data import load_run_data, warn_whole_image_evaluation
-from cxrlt.training.export import load_model
-from cxrlt.training.predict import predict_probabilities
-from cxrlt.training.run import train
+from cxrlt.inference.saved_model import load_model
+from cxrlt.inference.predict import predict_probabilities
+from cxrlt.runs.train import train
 from cxrlt.training.tau import mean_f1_at_half
 
 CROP = {"name": "center_crop", "size": 36}
@@ -65,13 +65,13 @@ def test_validation_predict_and_the_saved_model_give_the_same_probabilities(crop
     val = load_run_data(config).part("val")
     saved = read_predictions(run / "predictions_val.csv")
     assert list(saved.ids) == list(val.image_ids)
-    model, meta = load_model(run)
-    assert meta["eval_transforms"] == [CROP] and meta["stored_size"] == 40 and meta["image_size"] == 32
+    model, card = load_model(run)
+    assert card.eval_transforms == [CROP] and card.stored_size == 40 and card.image_size == 32
     # the saved model on the same files, through its own model.json
     paths = [str(p) for p in val.image_paths()]
-    store = DecodingStore(paths, meta["stored_size"])
-    loaded = predict_probabilities(model, store, meta["image_size"], progress=False, device=torch.device("cpu"),
-                                   eval_transforms=meta["eval_transforms"])
+    store = DecodingStore(paths, card.stored_size)
+    loaded = predict_probabilities(model, store, card.image_size, progress=False, device=torch.device("cpu"),
+                                   eval_transforms=card.eval_transforms)
     np.testing.assert_allclose(loaded, saved.values, atol=1e-6)
     out = tmp_path / "predict.csv"
     assert main(["predict", str(run), *paths, "--out", str(out), "--no-progress"]) == 0
@@ -79,7 +79,7 @@ def test_validation_predict_and_the_saved_model_give_the_same_probabilities(crop
     assert list(predicted.ids) == paths
     np.testing.assert_allclose(predicted.values, saved.values, atol=1e-6)
     # without the centre crop the same model gives other numbers: the crop really is applied
-    whole = predict_probabilities(model, store, meta["image_size"], progress=False, device=torch.device("cpu"))
+    whole = predict_probabilities(model, store, card.image_size, progress=False, device=torch.device("cpu"))
     assert np.abs(whole - saved.values).max() > 1e-3
     # validation during training saw the same view: its logged mean AUC is that of the saved predictions
     best = json.loads((run / "stages/01-main/done.json").read_text())["best_score"]
@@ -93,7 +93,7 @@ def test_tau_choice_and_score_table_are_in_the_metrics(cropped_run):
     val = load_run_data(config).part("val")
     for name in ("metrics.json", "metrics_val.json"):
         tuning = json.loads((run / name).read_text())["tau_normalisation"]
-        assert tuning == meta["tau_normalisation"]
+        assert tuning == card.tau_normalisation
     scores = tuning["scores"]
     assert "F1 at threshold 0.5" in tuning["criterion"] and len(scores) == 21
     assert scores[str(tuning["tau"])] == max(scores.values()) > min(scores.values())  # measured 0.155 vs 0.072
@@ -101,10 +101,10 @@ def test_tau_choice_and_score_table_are_in_the_metrics(cropped_run):
     # and tau 0 scores as the model without tau-normalisation does
     saved = read_predictions(run / "predictions_val.csv").values
     assert scores[str(tuning["tau"])] == pytest.approx(mean_f1_at_half(val.labels, saved), abs=1e-9)
-    model, meta = load_model(run)
+    model, card = load_model(run)
     model.head.tau.fill_(0.0)
     plain = predict_probabilities(model, DecodingStore(val.image_paths(), 40), 32, progress=False,
-                                  device=torch.device("cpu"), eval_transforms=meta["eval_transforms"])
+                                  device=torch.device("cpu"), eval_transforms=card.eval_transforms)
     assert scores["0.0"] == pytest.approx(mean_f1_at_half(val.labels, plain), abs=1e-9)
 
 
@@ -139,18 +139,18 @@ def test_a_train_crop_without_eval_transforms_warns_at_run_start(data_dir, caplo
 def test_model_json_without_eval_transforms_means_none_and_a_random_one_is_refused(tmp_path):
     from cxrlt.config import ModelConfig
     from cxrlt.models.build import build_model
-    from cxrlt.training.export import export_model
+    from cxrlt.inference.saved_model import ModelCard, export_model
 
     config = ModelConfig(backbone="resnet10t")
-    export_model(build_model(config, 2), tmp_path, config, ["A", "B"], 32,
-                 extra={"stored_size": 40, "eval_transforms": [CROP]})
-    assert load_model(tmp_path)[1]["eval_transforms"] == [CROP]
+    export_model(build_model(config, 2), tmp_path,
+                 ModelCard(model=config, classes=["A", "B"], image_size=32, stored_size=40, eval_transforms=[CROP]))
+    assert load_model(tmp_path)[1].eval_transforms == [CROP]
     meta = json.loads((tmp_path / "model.json").read_text())
     meta.pop("eval_transforms")  # saved before evaluation transforms existed
     (tmp_path / "model.json").write_text(json.dumps(meta))
-    assert load_model(tmp_path)[1]["eval_transforms"] == []
+    assert load_model(tmp_path)[1].eval_transforms == []
     meta["eval_transforms"] = [{"name": "random_crop", "size": 30}]
     (tmp_path / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match=r"model.json: eval_transforms: random transform random_crop \(item 0\).*"
+    with pytest.raises(InputError, match=r"model.json: eval_transforms: .*random transform random_crop \(item 0\).*"
                                          r"choose from: center_crop, resize"):
         load_model(tmp_path)

@@ -506,7 +506,7 @@ def test_chromium_renders_the_report_with_all_images_and_no_errors(tmp_path):
 @pytest.mark.slow
 def test_a_real_run_ends_with_a_report_that_chromium_renders(tmp_path, one_thread):
     from cxrlt.config import parse_config
-    from cxrlt.training.run import train
+    from cxrlt.runs.train import train
 
     sys.path.insert(0, str(REPO / "tests"))
     from test_training import tiny_config

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cxrlt.training.evaluate as evaluate_module
-import cxrlt.training.run as run_module
+import cxrlt.runs.finish as evaluate_module
+import cxrlt.runs.train as run_module
 from cxrlt.cli import main
 from cxrlt.config import parse_config
 from cxrlt.data.sources import load_table
 from cxrlt.data.splits import patient_groups
-from cxrlt.ensemble.kfold import fold_config, kfold, oof_labels
+from cxrlt.runs.kfold import fold_config, kfold, oof_labels
 from cxrlt.errors import ConfigError
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
 from cxrlt.evaluation.predictions import read_predictions

@@ -20,7 +20,7 @@ from cxrlt.models.build import build_model
 from cxrlt.models.experts import take_last_stage
 from cxrlt.models.graph import gcn_adjacency
 from cxrlt.models.label_graph import GraphFile
-from cxrlt.training.export import export_model, load_model
+from cxrlt.inference.saved_model import ModelCard, export_model, load_model
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Pleural Effusion", "Edema", "Mass"]
 LABELS = (np.random.default_rng(0).random((300, 5)) < [0.4, 0.2, 0.3, 0.1, 0.05]).astype(np.float32)
@@ -269,12 +269,12 @@ def test_export_and_load_give_identical_outputs(tmp_path, name):
     with torch.no_grad():  # non-trivial MHA / classifier weights
         for parameter in model.head.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
-    export_model(model, tmp_path, config, CLASSES, image_size=64)
-    loaded, meta = load_model(tmp_path)
+    export_model(model, tmp_path, ModelCard(model=config, classes=CLASSES, image_size=64))
+    loaded, card = load_model(tmp_path)
     x = images(seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert meta["classes"] == CLASSES
+    assert card.classes == CLASSES
 
 
 def test_round_trip_with_file_graph_and_text_queries_needs_no_source_files(tmp_path, tiny_bert, vectors_file,
@@ -284,8 +284,8 @@ def test_round_trip_with_file_graph_and_text_queries_needs_no_source_files(tmp_p
     query, query_config = model_of({"name": "query", "dim": 32, "layers": 1, "heads": 4, "ffn": 64,
                                     "embeddings": {"method": "text", "model": str(tiny_bert)},
                                     "zero_shot_classes": ["Bulla"]})
-    export_model(gcn, tmp_path / "gcn", gcn_config, CLASSES, 64)
-    export_model(query, tmp_path / "query", query_config, CLASSES, 64)
+    export_model(gcn, tmp_path / "gcn", ModelCard(model=gcn_config, classes=CLASSES, image_size=64))
+    export_model(query, tmp_path / "query", ModelCard(model=query_config, classes=CLASSES, image_size=64))
     graph.unlink()  # the saved model carries its graph, vectors and zero-shot queries
     monkeypatch.setattr("cxrlt.models.embeddings._text_encoder", lambda model: pytest.fail("encoder was loaded"))
     x = images(seed=4)

@@ -31,7 +31,7 @@ from cxrlt.explain.localisation import (
     wilson_interval,
 )
 from cxrlt.models.build import CxrModel, build_model
-from cxrlt.training.export import export_model
+from cxrlt.inference.saved_model import ModelCard, export_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,7 +168,7 @@ def test_localise_on_a_model_whose_answer_is_known(tmp_path):
     the bottom-left (miss) and is 0 on the box (IoU 0).
     """
     model = quadrant_model()
-    meta = {"classes": QUADRANT_CLASSES, "image_size": 64, "stored_size": 64}
+    meta = ModelCard(model=ModelConfig(backbone="resnet10t"), classes=QUADRANT_CLASSES, image_size=64)
     paths = {"a.png": _thumbnail(tmp_path / "a.png", 1), "b.png": _thumbnail(tmp_path / "b.png")}
     boxes = _box_frame([("a.png", "Cardiomegaly", 512, 0, 512, 512), ("b.png", "Effusion", 512, 0, 512, 512),
                         ("c.png", "Infiltrate", 0, 0, 100, 100), ("a.png", "Nodule", 0, 0, 10, 10)])
@@ -200,7 +200,8 @@ def nih_like(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")
     model = build_model(config, len(QUADRANT_CLASSES)).eval()
-    export_model(model, tmp_path / "run", config, QUADRANT_CLASSES, 48, extra={"stored_size": 64})
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=QUADRANT_CLASSES, image_size=48,
+                                                    stored_size=64))
     images = tmp_path / "images"
     images.mkdir()
     _thumbnail(images / "00000001_000.png", 1)

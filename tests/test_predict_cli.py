@@ -12,7 +12,7 @@ from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.models.build import build_model
-from cxrlt.training.export import export_model
+from cxrlt.inference.saved_model import ModelCard, export_model
 
 CLASSES = ["Atelectasis", "Effusion", "Hernia"]
 
@@ -22,8 +22,8 @@ def saved_model(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")
     model = build_model(config, len(CLASSES)).eval()
-    export_model(model, tmp_path / "run", config, CLASSES, 48,
-                 extra={"stored_size": 64, "thresholds": [0.5, 0.5, 0.5]})
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=CLASSES, image_size=48, stored_size=64,
+                                                    thresholds=[0.5, 0.5, 0.5]))
     return tmp_path / "run", model
 
 
@@ -105,7 +105,7 @@ def test_zero_shot_class_from_the_cli_equals_the_head(tmp_path):
     config = ModelConfig(backbone="resnet10t", head=head)
     train_labels = (np.random.default_rng(0).random((50, 3)) < 0.3).astype(np.float32)
     model = build_model(config, len(CLASSES), context={"class_names": CLASSES, "train_labels": train_labels}).eval()
-    export_model(model, tmp_path / "run", config, CLASSES, 48, extra={"stored_size": 64})
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=CLASSES, image_size=48, stored_size=64))
     _write_png(tmp_path / "a.png", 6)
     out = tmp_path / "p.csv"
     assert main(["predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out", str(out), "--no-progress",

@@ -170,7 +170,7 @@ def test_smoke_data_keeps_each_sources_label_space_and_split(workdir, text_encod
 @pytest.fixture
 def no_plots(monkeypatch):
     """Skip matplotlib in smoke runs (~30 s a run here); report plots are tested in test_training."""
-    import cxrlt.training.evaluate as evaluate
+    import cxrlt.runs.finish as evaluate
 
     monkeypatch.setattr(evaluate, "write_plots", lambda *args, **kwargs: [])
     monkeypatch.setattr(evaluate, "plot_training_curves", lambda *args, **kwargs: None)
@@ -180,7 +180,7 @@ def no_plots(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES, ids=IDS)
 def test_recipe_runs_in_smoke_mode(path, workdir, text_encoder, tmp_path, no_plots, one_thread):
-    from cxrlt.training.run import train
+    from cxrlt.runs.train import train
 
     _, smoke = smoke_of(path, workdir, text_encoder)
     result = train(smoke, tmp_path / "run", progress=False)

@@ -19,7 +19,7 @@ from cxrlt.config import parse_config
 from cxrlt.errors import ConfigError, DiskFull, InputError, Interrupted
 from cxrlt.ownership import FolderLock
 from cxrlt.runs.folder import RunFolder
-from cxrlt.training.run import resume, train
+from cxrlt.runs.train import resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 

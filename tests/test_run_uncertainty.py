@@ -12,7 +12,7 @@ from cxrlt.evaluation.bootstrap import bootstrap_metrics
 from cxrlt.evaluation.calibration import expected_calibration_error, fit_temperature
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.training.data import load_run_data
-from cxrlt.training.run import train
+from cxrlt.runs.train import train
 from test_training import tiny_config
 
 

@@ -18,7 +18,7 @@ from cxrlt.models.heads import LinearHead
 from cxrlt.models.pooling import AvgPool
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.optim import OPTIMIZERS
-from cxrlt.training.run import train
+from cxrlt.runs.train import train
 from cxrlt.training.stages import resolve_stages
 from cxrlt.training.tau import mean_f1_at_half, tune_tau
 from tests.test_training import tiny_config

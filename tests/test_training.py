@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from cxrlt.config import parse_config
 from cxrlt.errors import ConfigError
-from cxrlt.training.export import load_model
-from cxrlt.training.run import resume, train
+from cxrlt.inference.saved_model import load_model
+from cxrlt.runs.train import resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 

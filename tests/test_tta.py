@@ -12,12 +12,12 @@ from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
 from cxrlt.data.transforms import eval_pipeline, resize_to, warp_affine
 from cxrlt.ensemble.merge import merge_logits, merge_probabilities
-from cxrlt.ensemble.tta import TestTimeAugmentation, parse_tta
+from cxrlt.inference.tta import TestTimeAugmentation, parse_tta
 from cxrlt.errors import ConfigError
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.models.build import build_model
-from cxrlt.training.export import export_model
-from cxrlt.training.predict import predict_probabilities
+from cxrlt.inference.saved_model import ModelCard, export_model
+from cxrlt.inference.predict import predict_probabilities
 
 
 def _logit(p):
@@ -181,7 +181,8 @@ def test_cli_predict_with_tta(tmp_path, capsys):
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")
     model = build_model(config, 2).eval()
-    export_model(model, tmp_path / "run", config, ["Atelectasis", "Effusion"], 32, extra={"stored_size": 40})
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=["Atelectasis", "Effusion"], image_size=32,
+                                                    stored_size=40))
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 256, (50, 44), dtype=np.uint8)).save(tmp_path / "a.png")
     out = tmp_path / "p.csv"

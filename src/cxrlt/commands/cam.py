@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.explain.cam import class_indices
     from cxrlt.explain.overlay import model_input, write_overlays
     from cxrlt.io import check_output, write_dataframe_csv
-    from cxrlt.training.export import load_model
-    from cxrlt.training.predict import default_device, find_images
+    from cxrlt.inference.saved_model import load_model
+    from cxrlt.inference.predict import default_device, find_images
 
     check_output(args.out, "--out", folder=True)
     if args.top_k < 1:
@@ -74,19 +74,19 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if checkpoint.suffix == ".json":
         checkpoint = checkpoint.parent
-    model, meta = load_model(checkpoint)
-    classes = None if not args.classes else class_indices(args.classes, list(meta["classes"]))
+    model, card = load_model(checkpoint)
+    classes = None if not args.classes else class_indices(args.classes, list(card.classes))
     found = find_images(args.images)
     loaded, bad = [], []
     for image_id, path in found:
         try:
-            loaded.append((image_id, model_input(path, meta)))
+            loaded.append((image_id, model_input(path, card)))
         except InputError as exc:
             bad.append((path, error_reason(exc)))
     if bad:
         raise InputError("cannot read these images (nothing was written):\n" + format_bad_images(bad))
     model = model.to(default_device())
-    records = write_overlays(model, meta, loaded, args.out, classes, top_k=min(args.top_k, len(meta["classes"])),
+    records = write_overlays(model, card, loaded, args.out, classes, top_k=min(args.top_k, len(card.classes)),
                              method=args.method, colormap=args.colormap, alpha=args.alpha,
                              batch_size=args.batch_size, progress=not args.no_progress)
     index = pd.DataFrame([{"image_id": r.image_id, "class": r.class_name, "probability": r.probability,

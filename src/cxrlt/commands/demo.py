@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.config import apply_overrides, parse_config, parse_yaml
     from cxrlt.cli import quiet_lightning
     from cxrlt.runs.folder import RunFolder
-    from cxrlt.training.run import resume, train
+    from cxrlt.runs.train import resume, train
 
     started = time.monotonic()
     out = Path(args.out)

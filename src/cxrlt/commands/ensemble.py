@@ -61,7 +61,7 @@ def _folder_tables(folder: Path) -> tuple[Path, Path]:
     if kfold.state.is_file():
         test, val = kfold.predictions, kfold.oof_predictions
     elif run.config.is_file():
-        from cxrlt.training.run import load_run_config
+        from cxrlt.runs.train import load_run_config
 
         headline = load_run_config(folder).evaluation.split
         test, val = run.predictions("test", headline), run.predictions("val", headline)
@@ -79,11 +79,11 @@ def _folder_val_labels(folder: Path):
     from cxrlt.layout import KFoldFiles
 
     if KFoldFiles(folder).state.is_file():
-        from cxrlt.ensemble.kfold import oof_labels
+        from cxrlt.runs.kfold import oof_labels
 
         return oof_labels(folder)
     from cxrlt.training.data import load_run_data
-    from cxrlt.training.run import load_run_config
+    from cxrlt.runs.train import load_run_config
 
     part = load_run_data(load_run_config(folder)).part("val")
     return ClassTable(part.meta["image_id"].astype(str).to_numpy(dtype=object), tuple(part.classes), part.labels,

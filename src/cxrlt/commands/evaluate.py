@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_run_dir(args: argparse.Namespace) -> int:
-    from cxrlt.training.evaluate import evaluate_run
+    from cxrlt.runs.finish import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split, progress=not args.no_progress)
     print(metrics.table)

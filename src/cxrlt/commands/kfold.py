@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.cli import quiet_lightning
     from cxrlt.config import load_config
-    from cxrlt.ensemble.kfold import kfold, resume_kfold
+    from cxrlt.runs.kfold import kfold, resume_kfold
     from cxrlt.errors import ConfigError
 
     progress = not args.no_progress

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.errors import ConfigError, InputError
     from cxrlt.explain import localisation as loc
     from cxrlt.io import check_output, write_dataframe_csv, write_json
-    from cxrlt.training.export import load_model
-    from cxrlt.training.predict import default_device
+    from cxrlt.inference.saved_model import load_model
+    from cxrlt.inference.predict import default_device
 
     check_output(args.out, "--out", folder=True)
     bad = [t for t in args.thresholds if not 0.0 < t <= 1.0]
@@ -80,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--tolerance and --overlays must be >= 0, --box-frame and --batch-size positive")
     boxes = loc.read_boxes(args.boxes)
     checkpoint = Path(args.checkpoint)
-    model, meta = load_model(checkpoint.parent if checkpoint.suffix == ".json" else checkpoint)
+    model, card = load_model(checkpoint)
     model = model.to(default_device())
     index = loc.index_images(args.images)
-    result = loc.localise(model, meta, boxes, index, args.thresholds, args.method, args.tolerance, args.box_frame,
+    result = loc.localise(model, card, boxes, index, args.thresholds, args.method, args.tolerance, args.box_frame,
                           args.batch_size, progress=not args.no_progress)
     if result.records.empty:
         raise InputError(
@@ -92,13 +92,13 @@ def run(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     info = {"checkpoint": str(args.checkpoint), "boxes_file": str(args.boxes), "box_frame": args.box_frame,
-            "image_size": int(meta["image_size"]), **result.to_dict()}
+            "image_size": card.image_size, **result.to_dict()}
     write_json(out / "localisation.json", info)
     write_dataframe_csv(out / "localisation.csv", result.summary)
     write_dataframe_csv(out / "boxes.csv", result.records)
     loc.plot_summary(result, out / "localisation.png")
     if args.overlays:
-        _write_box_overlays(model, meta, result, index, out / "overlays", args.overlays)
+        _write_box_overlays(model, card, result, index, out / "overlays", args.overlays)
 
     table = result.summary
     columns = ["hit_rate", *map(loc.iou_column, result.thresholds)]
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_box_overlays(model, meta, result, index, folder: Path, limit: int) -> None:
+def _write_box_overlays(model, card, result, index, folder: Path, limit: int) -> None:
     """Overlays of the first `limit` evaluated boxes, with the box outlined and the first IoU threshold contoured."""
     import numpy as np
     import torch
@@ -127,11 +127,10 @@ def _write_box_overlays(model, meta, result, index, folder: Path, limit: int) ->
     from cxrlt.data.images import crop_and_resize, decode_image
     from cxrlt.explain.cam import METHOD_NAMES, compute_maps
     from cxrlt.explain.overlay import safe_name, save_overlay
-    from cxrlt.training.export import saved_eval_pipeline
 
-    stored = int(meta.get("stored_size", meta["image_size"]))
-    pipeline = saved_eval_pipeline(meta)
-    classes = list(meta["classes"])
+    stored = card.stored_size
+    pipeline = card.eval_pipeline()
+    classes = list(card.classes)
     for _, box in result.records.head(limit).iterrows():
         image = pipeline(crop_and_resize(decode_image(index[box["image_id"]]), stored))
         k = classes.index(box["model_class"])

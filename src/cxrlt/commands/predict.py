@@ -60,16 +60,16 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.data.images import format_bad_images, scan_images
     from cxrlt.data.store import DecodingStore
-    from cxrlt.ensemble.tta import parse_tta
+    from cxrlt.inference.tta import parse_tta
     from cxrlt.errors import InputError
     from cxrlt.evaluation.predictions import write_predictions
-    from cxrlt.training.export import EVAL_TRANSFORMS, load_model
+    from cxrlt.inference.saved_model import load_model
     from cxrlt.io import check_output
-    from cxrlt.training.predict import find_images, predict_probabilities
+    from cxrlt.inference.predict import find_images, predict_probabilities
 
     check_output(args.out, "--out", inputs=[args.model, *args.paths])
-    model, meta = load_model(args.model)
-    classes, thresholds = meta["classes"], np.asarray(meta.get("thresholds", [0.5] * len(meta["classes"])))
+    model, card = load_model(args.model)
+    classes, thresholds = list(card.classes), np.asarray(card.decision_thresholds())
     if args.classes:
         from cxrlt.labels import canonical_key
         from cxrlt.models.class_scoring import ClassScorer
@@ -78,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
         tuned = {canonical_key(c): t for c, t in zip(classes, thresholds)}
         classes, thresholds = list(args.classes), np.array([tuned.get(canonical_key(c), 0.5) for c in args.classes])
     if args.tta is None:
-        tta = tuple(meta.get("tta", ()))
+        tta = tuple(card.tta)
     else:
         tta = () if args.tta.strip().lower() == "none" else parse_tta(args.tta)
-    tta_merge = args.tta_merge or meta.get("tta_merge", "arithmetic")
+    tta_merge = args.tta_merge or card.tta_merge
     images = find_images(args.paths)
     bad = scan_images([path for _, path in images], progress=not args.no_progress)
     if bad:
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
         images = [(image_id, path) for image_id, path in images if path not in unreadable]
         if not images:
             raise InputError("no readable image left")
-    stored = meta.get("stored_size", meta["image_size"])
+    stored = card.stored_size
     store = DecodingStore([path for _, path in images], stored)
-    probs = predict_probabilities(model, store, meta["image_size"], batch_size=args.batch_size,
+    probs = predict_probabilities(model, store, card.image_size, batch_size=args.batch_size,
                                   progress=not args.no_progress, tta=tta, tta_merge=tta_merge,
-                                  eval_transforms=meta[EVAL_TRANSFORMS])
+                                  eval_transforms=card.eval_transforms)
     ids = [image_id for image_id, _ in images]
     write_predictions(args.out, ids, classes, probs)
     if args.threshold is not None:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrlt.config import load_config
     from cxrlt.errors import ConfigError
     from cxrlt.cli import quiet_lightning
-    from cxrlt.training.run import resume, train
+    from cxrlt.runs.train import resume, train
 
     progress = not args.no_progress
     quiet_lightning()

@@ -1,7 +1,7 @@
 """Merging several predictions of the same images: arithmetic or geometric mean.
 
-The same two rules merge test-time augmentation views (`cxrlt.ensemble.tta`),
-k-fold models (`cxrlt.ensemble.kfold`) and the members of an ensemble of
+The same two rules merge test-time augmentation views (`cxrlt.inference.tta`),
+k-fold models (`cxrlt.runs.kfold`) and the members of an ensemble of
 prediction tables (`cxrlt.ensemble.combine`), per image and per class:
 
 `arithmetic`

@@ -37,7 +37,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,9 @@ import torch
 from cxrlt.data.transforms import EvalPipeline
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import canonical_key
+
+if TYPE_CHECKING:
+    from cxrlt.inference.saved_model import ModelCard
 
 NIH_BOX_FRAME = 1024
 # NIH's BBox file says "Infiltrate" where the label file says "Infiltration".
@@ -240,7 +243,7 @@ def summarise(records: pd.DataFrame, boxes: pd.DataFrame, thresholds: Sequence[f
 
 def localise(
     model: torch.nn.Module,
-    meta: dict,
+    card: "ModelCard",
     boxes: pd.DataFrame,
     image_paths: dict[str, Path],
     thresholds: Sequence[float] = (0.5,),
@@ -261,7 +264,6 @@ def localise(
     from cxrlt.data.images import crop_and_resize, decode_image
     from cxrlt.explain.cam import METHODS, compute_maps, supports_cam
     from cxrlt.progress import progress_bar
-    from cxrlt.training.export import saved_eval_pipeline
 
     if method not in METHODS:
         raise ConfigError(f"unknown map method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -269,7 +271,7 @@ def localise(
         raise ConfigError(f"CAM is not defined for the {type(model.head).__name__} (its classifier is not linear in "
                           "the feature map); use method 'gradcam' or 'auto'")
     thresholds = [float(t) for t in thresholds]
-    classes = list(meta["classes"])
+    classes = list(card.classes)
     class_of = {canonical_key(name): k for k, name in enumerate(classes)}
     keys = boxes["finding"].map(finding_key)
     known = keys.isin(class_of)
@@ -284,8 +286,8 @@ def localise(
     missing = sorted(set(boxes.loc[boxes["missing"], "image_id"]))
     present = boxes[~boxes["missing"]]
 
-    stored = int(meta.get("stored_size", meta["image_size"]))
-    pipeline = saved_eval_pipeline(meta)
+    stored = card.stored_size
+    pipeline = card.eval_pipeline()
     names = list(dict.fromkeys(present["image_id"]))
     records = []
     resolved_method = method
@@ -329,7 +331,7 @@ def index_images(folders: Sequence[str | Path]) -> dict[str, Path]:
     Raises `InputError` when two different files share a name (the box
     file could not tell which one it means).
     """
-    from cxrlt.training.predict import find_images
+    from cxrlt.inference.predict import find_images
 
     index: dict[str, Path] = {}
     for _, path in find_images(folders):

@@ -17,11 +17,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cxrlt.io import save_figure
+
+if TYPE_CHECKING:
+    from cxrlt.inference.saved_model import ModelCard
 
 
 def blend(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: float = 0.6) -> np.ndarray:
@@ -100,19 +103,17 @@ class OverlayRecord:
     path: Path
 
 
-def model_input(path: str | Path, meta: dict) -> np.ndarray:
+def model_input(path: str | Path, card: "ModelCard") -> np.ndarray:
     """uint8 (S, S) image as the saved model sees it: decoded at its stored size, then its evaluation pipeline.
 
     The same steps as `cxrlt predict` and as the run's validation and test
     (which read the prepared cache at the stored size): the evaluation
-    transforms saved in `meta` (`augment.eval`), then the resize to the
+    transforms saved in the model card (`augment.eval`), then the resize to the
     input size.
     """
     from cxrlt.data.images import load_image
-    from cxrlt.training.export import saved_eval_pipeline
 
-    stored = int(meta.get("stored_size", meta["image_size"]))
-    return saved_eval_pipeline(meta)(load_image(path, stored))
+    return card.eval_pipeline()(load_image(path, card.stored_size))
 
 
 def _display_path(image_id: str) -> Path:
@@ -145,7 +146,7 @@ def _probabilities(model: Any, pixels: Any) -> Any:
 
 def write_overlays(
     model: Any,
-    meta: dict,
+    card: "ModelCard",
     images: Sequence[tuple[str, np.ndarray]],
     out_dir: str | Path,
     classes: Sequence[int] | None = None,
@@ -159,7 +160,7 @@ def write_overlays(
     """Write one overlay PNG per (image, class) into `out_dir`; return what was written.
 
     `images`: (image id, uint8 (S, S) model input, see `model_input`).
-    `classes`: indices into `meta["classes"]`; None picks, per image, the
+    `classes`: indices into `card.classes`; None picks, per image, the
     `top_k` classes of highest probability. Files are named
     `<image>_<class>.png`, <image> being the id without its suffix (its
     file name alone for an absolute or '..' path; unsafe characters
@@ -170,7 +171,7 @@ def write_overlays(
     from cxrlt.explain.cam import METHOD_NAMES, compute_maps
     from cxrlt.progress import progress_bar
 
-    names = list(meta["classes"])
+    names = list(card.classes)
     out_dir = Path(out_dir)
     used: set[str] = set()
     records: list[OverlayRecord] = []
@@ -199,7 +200,7 @@ def write_overlays(
 
 def example_overlays(
     model: Any,
-    meta: dict,
+    card: "ModelCard",
     images: list[Path],
     out_dir: str | Path,
     classes: Sequence[str] | None = None,
@@ -214,7 +215,7 @@ def example_overlays(
     """
     from cxrlt.explain.cam import class_indices
 
-    indices = None if classes is None else class_indices(list(classes), list(meta["classes"]))
-    loaded = [(Path(path).name, model_input(path, meta)) for path in images]
-    records = write_overlays(model, meta, loaded, out_dir, indices, top_k=per_image, progress=False)
+    indices = None if classes is None else class_indices(list(classes), list(card.classes))
+    loaded = [(Path(path).name, model_input(path, card)) for path in images]
+    records = write_overlays(model, card, loaded, out_dir, indices, top_k=per_image, progress=False)
     return [record.path for record in records]

@@ -162,7 +162,7 @@ class LabelGraph(nn.Module):
         if self.vectors.placeholder:
             raise RuntimeError(
                 "this head was built without training labels (to be filled from saved weights) and holds no label "
-                "graph yet: load a saved state into it (cxrlt.training.export.load_model) or build it with train_labels"
+                "graph yet: load a saved state into it (cxrlt.inference.saved_model.load_model) or build it with train_labels"
             )
         return self.vectors(), self.adjacency
 

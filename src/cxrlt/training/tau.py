@@ -28,7 +28,7 @@ from cxrlt.data.transforms import eval_pipeline
 from cxrlt.errors import ConfigError
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, f1_scores
 from cxrlt.models.build import CxrModel
-from cxrlt.training.predict import default_device
+from cxrlt.inference.predict import default_device
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 source's, or `data.split.test_fraction` of patients at random when the source
 has none) and cuts the remaining images into `folds` folds with
 `cxrlt.data.splits.iterative_stratified_group_kfold` (no patient spans two
-folds). Model k is an ordinary run (`cxrlt.training.run.train`) with
+folds). Model k is an ordinary run (`cxrlt.runs.train.train`) with
 `data.split: {method: kfold, folds: K, fold: k}`: it trains on the other folds
 and uses fold k as validation (best checkpoint, early stopping, thresholds).
 
@@ -25,7 +25,7 @@ predictions of one model each are not merged. The out-of-fold scores are
 slightly optimistic, as fold k also picked model k's best epoch.
 
 Running again resumes: finished folds (with fold.json) are skipped, a fold
-stopped part-way continues with `cxrlt.training.run.resume`, and the merged
+stopped part-way continues with `cxrlt.runs.train.resume`, and the merged
 files are rewritten from the folds' files.
 """
 
@@ -91,7 +91,7 @@ def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "
     shard of every fold and return None; rank 0 writes and combines.
     """
     from cxrlt.training.data import load_run_data
-    from cxrlt.training.run import check_start
+    from cxrlt.runs.train import check_start
 
     run_dir = Path(run_dir)
     check_merge(merge)
@@ -129,7 +129,7 @@ def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "
 
 def _train_folds(config: RunConfig, run_dir: Path, folds: int, progress: bool) -> None:
     """Train or resume every unfinished fold (every process of a multi-process launch runs this)."""
-    from cxrlt.training.run import resume, train
+    from cxrlt.runs.train import resume, train
 
     for k in range(folds):
         folder = fold_dir(run_dir, k)

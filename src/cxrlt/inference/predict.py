@@ -38,13 +38,13 @@ def predict_probabilities(
 
     Each stored image goes through `eval_transforms` (config `augment.eval`
     or `model.json`'s `eval_transforms`, see `eval_pipeline`) and is resized
-    to `image_size`. With `tta` (families of `cxrlt.ensemble.tta`, e.g.
+    to `image_size`. With `tta` (families of `cxrlt.inference.tta`, e.g.
     ["hflip", "multicrop"]), each image is scored on all its views, cut from
     that evaluation view, and the views are merged per class by `tta_merge`
     (arithmetic: mean probability; geometric: sigmoid of the mean logit). A
     forward pass still holds about `batch_size` images.
     """
-    from cxrlt.ensemble.tta import TestTimeAugmentation, ViewDataset, check_merge, merge_logits
+    from cxrlt.inference.tta import TestTimeAugmentation, ViewDataset, check_merge, merge_logits
 
     device = device or default_device()
     model = model.to(device).eval()

@@ -34,8 +34,8 @@ from cxrlt.io import write_json
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.data import RunData
-from cxrlt.training.export import EVAL_TRANSFORMS, export_model, load_model
-from cxrlt.training.predict import predict_probabilities
+from cxrlt.inference.saved_model import ModelCard, export_model, load_model
+from cxrlt.inference.predict import predict_probabilities
 from cxrlt.training.stages import Stage
 
 
@@ -58,54 +58,51 @@ def evaluation_split(config: RunConfig) -> str:
 
 def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> SplitResult:
     """Export the best model of the last stage and evaluate it on validation and the evaluation split."""
-    from cxrlt.training.run import model_context
+    from cxrlt.runs.train import model_context
 
     model = build_model(config.model, len(data.classes), last.image_size, context=model_context(data),
                         pretrained=False)
     model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
-    extra: dict[str, Any] = {"stored_size": config.data.images.stored,
-                             EVAL_TRANSFORMS: [spec.model_dump(mode="json") for spec in config.augment.eval],
-                             "train_positives": data.train_stats.positives,
-                             "groups": data.train_stats.groups(**config.evaluation.groups.model_dump())}
-    if config.augment.tta:
-        # Thresholds are tuned on TTA probabilities, so `cxrlt predict` applies the same TTA by default.
-        extra["tta"] = list(config.augment.tta)
-        extra["tta_merge"] = config.augment.tta_merge
+    card = ModelCard(model=config.model, classes=list(data.classes), image_size=last.image_size,
+                     stored_size=config.data.images.stored,
+                     eval_transforms=[spec.model_dump(mode="json") for spec in config.augment.eval],
+                     # Thresholds are tuned on TTA probabilities, so `cxrlt predict` applies the same TTA by default.
+                     tta=list(config.augment.tta), tta_merge=config.augment.tta_merge,
+                     train_positives=data.train_stats.positives,
+                     groups=data.train_stats.groups(**config.evaluation.groups.model_dump()))
     val = data.part("val")
     val_store = data.store("val", config.data.images.stored)
     if last.tau_normalise:
         from cxrlt.training.tau import tune_tau
 
-        extra["tau_normalisation"] = tune_tau(model, val_store, val.labels, last.image_size, progress=progress,
-                                              eval_transforms=extra[EVAL_TRANSFORMS])
+        card.tau_normalisation = tune_tau(model, val_store, val.labels, last.image_size, progress=progress,
+                                          eval_transforms=card.eval_transforms)
     val_probs = predict_probabilities(model, val_store, last.image_size, progress=progress, description="predict val",
-                                      tta=extra.get("tta"), tta_merge=extra.get("tta_merge", "arithmetic"),
-                                      eval_transforms=extra[EVAL_TRANSFORMS])
+                                      tta=card.tta, tta_merge=card.tta_merge, eval_transforms=card.eval_transforms)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         thresholds = tune_thresholds(val.labels, val_probs, method=config.evaluation.threshold,
                                      target_sensitivity=config.evaluation.target_sensitivity)
-    extra["thresholds"] = [float(t) for t in thresholds]
+    card.thresholds = [float(t) for t in thresholds]
     if config.evaluation.temperature:
-        extra["temperature"] = fit_temperature(val.labels, val_probs)
-    export_model(model, run_dir, config.model, list(data.classes), last.image_size, extra=extra)
+        card.temperature = fit_temperature(val.labels, val_probs)
+    export_model(model, run_dir, card)
     split = evaluation_split(config)
-    results = {"val": score_split(config, data, run_dir, "val", val_probs, extra, intervals=split == "val",
+    results = {"val": score_split(config, data, run_dir, "val", val_probs, card, intervals=split == "val",
                                   progress=progress)}
     if split != "val":
         if len(data.part(split)):
-            results[split] = evaluate_split(model, extra, config, data, run_dir, split, last.image_size, progress)
+            results[split] = evaluate_split(model, card, config, data, run_dir, split, progress)
         else:
             warnings.warn(f"the {split} split is empty: the run's headline numbers are on validation")
     headline = results.get(split, results["val"])
     if config.evaluation.report:
-        meta = {**extra, "classes": list(data.classes), "image_size": last.image_size}
-        write_example_cams(model, meta, data.part(headline.split), headline.probs, RunFiles(run_dir).cams)
+        write_example_cams(model, card, data.part(headline.split), headline.probs, RunFiles(run_dir).cams)
         write_run_report(config, data, run_dir, headline)
     return headline
 
 
-def write_example_cams(model: CxrModel, meta: dict[str, Any], table: Any, probs: np.ndarray, out_dir: Path,
+def write_example_cams(model: CxrModel, card: ModelCard, table: Any, probs: np.ndarray, out_dir: Path,
                        count: int = 4) -> list[Path]:
     """Class activation maps of the most confident true positive of each of the `count` rarest classes present.
 
@@ -120,18 +117,17 @@ def write_example_cams(model: CxrModel, meta: dict[str, Any], table: Any, probs:
     written: list[Path] = []
     for k in present:
         row = int(np.argmax(np.where(labels[:, k] > 0, probs[:, k], -1.0)))
-        written += example_overlays(model, meta, [paths[row]], out_dir, classes=[meta["classes"][k]], per_image=1)
+        written += example_overlays(model, card, [paths[row]], out_dir, classes=[card.classes[k]], per_image=1)
     return written
 
 
-def evaluate_split(model: CxrModel, meta: dict[str, Any], config: RunConfig, data: RunData, run_dir: Path,
-                   split: str, image_size: int, progress: bool = True) -> SplitResult:
+def evaluate_split(model: CxrModel, card: ModelCard, config: RunConfig, data: RunData, run_dir: Path,
+                   split: str, progress: bool = True) -> SplitResult:
     """Predict one split with `model`, then score and save it."""
-    probs = predict_probabilities(model, data.store(split, config.data.images.stored), image_size,
+    probs = predict_probabilities(model, data.store(split, card.stored_size), card.image_size,
                                   progress=progress, description=f"predict {split}",
-                                  tta=meta.get("tta"), tta_merge=meta.get("tta_merge", "arithmetic"),
-                                  eval_transforms=meta.get(EVAL_TRANSFORMS, ()))
-    return score_split(config, data, run_dir, split, probs, meta, progress=progress)
+                                  tta=card.tta, tta_merge=card.tta_merge, eval_transforms=card.eval_transforms)
+    return score_split(config, data, run_dir, split, probs, card, progress=progress)
 
 
 def patient_ids(table: Any) -> np.ndarray | None:
@@ -141,10 +137,10 @@ def patient_ids(table: Any) -> np.ndarray | None:
 
 
 def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, probs: np.ndarray,
-                meta: dict[str, Any], intervals: bool = True, progress: bool = False) -> SplitResult:
+                card: ModelCard, intervals: bool = True, progress: bool = False) -> SplitResult:
     """Write predictions and metrics of `split` into the run folder.
 
-    Metrics include `calibration` (ECE; with a temperature in `meta`, fitted
+    Metrics include `calibration` (ECE; with a temperature in `card`, fitted
     on validation when `evaluation.temperature`, also the ECE after it),
     `thresholds` (sensitivity / specificity at the tuned thresholds) and,
     when `intervals` and `evaluation.bootstrap` > 0, bootstrap `intervals`
@@ -156,29 +152,29 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
     write_labels(files.labels(split, headline), part.image_ids, list(data.classes), part.labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedMetricWarning)
-        result = compute_metrics(part.labels, probs, data.classes, thresholds=meta.get("thresholds"))
-    groups = meta["groups"]
+        result = compute_metrics(part.labels, probs, data.classes, thresholds=card.thresholds)
+    groups = card.groups
     metrics = {"split": split, "n_images": len(part), **result.to_dict(groups)}
-    if meta.get("tta"):
-        metrics["tta"] = {"views": list(meta["tta"]), "merge": meta["tta_merge"]}
-    if "tau_normalisation" in meta:
-        metrics["tau_normalisation"] = meta["tau_normalisation"]
+    if card.tta:
+        metrics["tta"] = {"views": list(card.tta), "merge": card.tta_merge}
+    if card.tau_normalisation is not None:
+        metrics["tau_normalisation"] = card.tau_normalisation
     if intervals and config.evaluation.bootstrap > 0:
         metrics["intervals"] = bootstrap_metrics(
             part.labels, probs, data.classes, resamples=config.evaluation.bootstrap, patients=patient_ids(part),
             seed=config.train.seed, progress=progress,
         ).to_dict(groups)
     metrics["calibration"] = calibration_summary(part.labels, probs, data.classes,
-                                                 temperature=meta.get("temperature"))
-    if meta.get("thresholds") is not None:
+                                                 temperature=card.temperature)
+    if card.thresholds is not None:
         metrics["thresholds"] = {
             "method": config.evaluation.threshold, "tuned_on": "val",
             **({"target_sensitivity": config.evaluation.target_sensitivity}
                if config.evaluation.threshold == "sensitivity" else {}),
-            "per_class": operating_points(part.labels, probs, meta["thresholds"], data.classes),
+            "per_class": operating_points(part.labels, probs, card.thresholds, data.classes),
         }
     write_json(files.metrics(split, headline), metrics)
-    return SplitResult(split, probs, result, metrics, result.format_table(groups, meta["train_positives"]),
+    return SplitResult(split, probs, result, metrics, result.format_table(groups, card.train_positives),
                        [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
 
 
@@ -212,12 +208,12 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResul
     """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
     from cxrlt.runs.folder import RunFolder
     from cxrlt.training.data import load_run_data
-    from cxrlt.training.run import load_run_config
+    from cxrlt.runs.train import load_run_config
 
     run_dir = Path(run_dir)
     RunFolder(run_dir).require_started()
     with RunFolder(run_dir).writing("evaluate"):
         config = load_run_config(run_dir)
-        model, meta = load_model(run_dir)
+        model, card = load_model(run_dir)
         data = load_run_data(config)
-        return evaluate_split(model, meta, config, data, run_dir, split, meta["image_size"], progress)
+        return evaluate_split(model, card, config, data, run_dir, split, progress)

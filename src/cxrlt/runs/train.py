@@ -47,7 +47,7 @@ from cxrlt.training.module import ClassifierModule, _mix_seed
 from cxrlt.training.stages import Stage, resolve_stages
 
 if TYPE_CHECKING:
-    from cxrlt.training.evaluate import SplitResult
+    from cxrlt.runs.finish import SplitResult
 
 log = logging.getLogger(__name__)
 # Settings `--resume` may change: where and how fast the run computes, and whether unreadable images
@@ -164,7 +164,7 @@ def _run(config: RunConfig, run: RunFolder, progress: bool, data: RunData | None
     assert previous is not None
     if not writer:
         return RunResult(run.path, None)
-    from cxrlt.training.evaluate import finish_run
+    from cxrlt.runs.finish import finish_run
 
     try:
         return RunResult(run.path, finish_run(config, data, run.path, previous, progress=progress))

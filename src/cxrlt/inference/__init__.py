@@ -1,0 +1,1 @@
+"""Using a trained model: loading saved models, batch prediction, test-time augmentation."""
