@@ -159,6 +159,10 @@ def test_smoke_data_keeps_each_sources_label_space_and_split(workdir, text_encod
     synthetic = pd.read_csv(workdir / "synthetic" / "labels.csv", index_col="image_id")
     effusion = table.labels[in_nih, CXRLT2023.index("Pleural Effusion")]
     np.testing.assert_array_equal(effusion, synthetic.loc[ids[in_nih], "Effusion"].to_numpy())
+    # NIH annotates No Finding (its images without any finding), so it is read, not set to 0
+    normal = (synthetic.loc[ids[in_nih], list(NIH14)] == 0).all(axis=1).to_numpy()
+    assert normal.any() and not normal.all()
+    np.testing.assert_array_equal(table.labels[in_nih, CXRLT2023.index("No Finding")], normal)
     # every class of the label space has positives to train on
     train = table.meta["split"].to_numpy() == "train"
     assert (np.nansum(table.labels[train], axis=0) > 0).all()
