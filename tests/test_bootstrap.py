@@ -165,3 +165,40 @@ def test_bad_arguments():
         bootstrap_metrics(y, p, level=95)
     with pytest.raises(ValueError, match="patient ids"):
         bootstrap_metrics(y, p, patients=["a"] * 3)
+
+
+def test_f1_at_tuned_thresholds_equals_sklearn_sample_weight():
+    from sklearn.metrics import f1_score
+
+    y, p = _data()
+    thresholds = np.array([0.5, 0.3, 0.2, 0.4])
+    cells = bs._f1_cells(y, p, thresholds, np.float64)
+    weights = bs._weights(np.random.default_rng(3), 6, None, len(y), np.float64)
+    f1 = bs._f1_from_counts(cells @ weights)
+    for r in range(weights.shape[1]):
+        for k in range(y.shape[1]):
+            known = ~np.isnan(y[:, k])
+            expected = f1_score(y[known, k], p[known, k] >= thresholds[k], sample_weight=weights[known, r])
+            assert f1[k, r] == pytest.approx(expected, abs=1e-12)
+
+
+def test_paired_comparison_of_f1_at_each_tables_thresholds():
+    from cxrlt.evaluation.metrics import f1_scores
+
+    y, p = _data()
+    q = np.clip(p + np.random.default_rng(5).normal(0, 0.2, p.shape), 0, 1)
+    ta, tb = [0.5, 0.3, 0.2, 0.4], [0.4, 0.4, 0.3, 0.3]
+    paired = paired_bootstrap(y, p, q, resamples=100, seed=2, thresholds=(ta, tb))
+    np.testing.assert_allclose(paired.a.f1_tuned, f1_scores(y, p, ta), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(paired.b.f1_tuned, f1_scores(y, q, tb), rtol=0, atol=1e-12)
+    report = paired.to_dict(groups=["head", "head", "tail", "medium"])
+    diff = paired.a.f1_tuned_samples[:, 0] - paired.b.f1_tuned_samples[:, 0]
+    entry = report["per_class"]["class_0"]["f1_tuned"]
+    assert entry["difference"] == pytest.approx(paired.a.f1_tuned[0] - paired.b.f1_tuned[0])
+    assert entry["interval"] == pytest.approx(np.percentile(diff, [2.5, 97.5]))
+    assert report["mean"]["f1_tuned"]["a"] == pytest.approx(np.mean(f1_scores(y, p, ta)))
+    assert set(report["groups"]["tail"]) == {"auc", "ap", "f1_tuned", "classes"}
+    # the AUC / AP replicates do not depend on whether F1 is resampled too
+    plain = paired_bootstrap(y, p, q, resamples=100, seed=2)
+    np.testing.assert_array_equal(plain.a.auc_samples, paired.a.auc_samples)
+    assert "f1_tuned" not in plain.to_dict()["mean"]

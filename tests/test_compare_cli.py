@@ -136,3 +136,94 @@ def test_evaluate_option_errors(files, tmp_path, capsys):
     assert "--val-predictions" in capsys.readouterr().err
     assert main(base + ["--patients", "patient_id"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
+
+
+# ------------------------------------------------ groups and F1 as in `cxrlt evaluate`
+def _run_folder(folder, predictions, classes, train_positives, thresholds):
+    """A run folder as `cxrlt train` leaves it: predictions.csv beside model.json with what training saved."""
+    folder.mkdir()
+    (folder / "predictions.csv").write_bytes(predictions.read_bytes())
+    (folder / "model.json").write_text(json.dumps({"classes": classes, "train_positives": train_positives,
+                                                   "thresholds": thresholds}))
+    return folder / "predictions.csv"
+
+
+def _validation(tmp_path, files):
+    rng = np.random.default_rng(4)
+    y = (rng.random((200, 4)) < [0.4, 0.3, 0.1, 0.05]).astype(float)
+    good = np.clip(rng.normal(0.3 + 0.35 * y, 0.2), 0, 1)
+    worse = np.clip(good + rng.normal(0, 0.25, good.shape), 0, 1)
+    ids = [f"v{i}" for i in range(200)]
+    labels = pd.DataFrame(y, columns=CLASSES)
+    labels.insert(0, "image_id", ids)
+    labels.to_csv(tmp_path / "val_labels.csv", index=False)
+    va = write_predictions(tmp_path / "va.csv", ids, CLASSES, good)
+    vb = write_predictions(tmp_path / "vb.csv", ids, CLASSES[::-1], worse[:, ::-1])  # other column order
+    return y, good, worse, va, vb, tmp_path / "val_labels.csv"
+
+
+def test_compare_groups_come_from_the_saved_training_counts_with_evaluates_options(files, tmp_path, capsys):
+    from cxrlt.evaluation.groups import class_groups
+
+    saved = [50, 900, 10, 400]  # a training split unlike the test labels (Effusion the most frequent here)
+    # saved in another class order, as another run may have them
+    a = _run_folder(tmp_path / "run_a", files["a"], ["Hernia", "Mass", "Effusion", "Atelectasis"],
+                    saved[::-1], [0.5] * 4)
+    base = ["compare", str(a), str(files["b"]), "--labels", str(files["labels"]), "--resamples", "20",
+            "--no-progress"]
+    out = tmp_path / "cmp"
+    assert main(base + ["--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads((out / "comparison.json").read_text())
+    table = pd.read_csv(out / "comparison.csv").set_index("name")
+    assert [table.loc[c, "group"] for c in CLASSES] == class_groups(saved) == ["medium", "head", "tail", "medium"]
+    assert f"training positives saved in {tmp_path / 'run_a' / 'model.json'}" in stdout
+    assert report["groups"]["head"]["classes"] == 1
+    # the group options of `cxrlt evaluate`
+    assert main(base + ["--out", str(out), "--group-method", "count", "--head-min", "400", "--tail-max", "50"]) == 0
+    table = pd.read_csv(out / "comparison.csv").set_index("name")
+    assert [table.loc[c, "group"] for c in CLASSES] == ["medium", "head", "tail", "head"]
+    capsys.readouterr()
+    assert main(base + ["--head", "3", "--tail", "2"]) == 2
+    assert "--head / --tail" in capsys.readouterr().err
+
+
+def test_compare_covers_f1_at_thresholds_tuned_on_validation(files, tmp_path, capsys):
+    from cxrlt.evaluation.metrics import f1_scores, tune_thresholds
+
+    val_y, val_good, val_worse, va, vb, val_labels = _validation(tmp_path, files)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(files["a"]), str(files["b"]), "--labels", str(files["labels"]), "--resamples", "50",
+                 "--no-progress", "--val-predictions", str(va), str(vb), "--val-labels", str(val_labels),
+                 "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads((out / "comparison.json").read_text())
+    ta, tb = tune_thresholds(val_y, val_good), tune_thresholds(val_y, val_worse)
+    assert report["thresholds"]["a"] == pytest.approx(ta.tolist()) and report["thresholds"]["b"] == pytest.approx(tb.tolist())
+    f1_a, f1_b = f1_scores(files["y"], files["good"], ta), f1_scores(files["y"], files["worse"], tb)
+    entry = report["per_class"]["Effusion"]["f1_tuned"]
+    assert entry["a"] == pytest.approx(f1_a[1]) and entry["b"] == pytest.approx(f1_b[1])
+    assert report["mean"]["f1_tuned"]["difference"] == pytest.approx(np.mean(f1_a) - np.mean(f1_b))
+    assert report["mean"]["f1_tuned"]["interval"] is not None
+    assert "F1@tuned A-B [95%]" in stdout and "thresholds tuned on" in stdout
+    assert pd.read_csv(out / "comparison.csv").loc[0, "f1_tuned_a"] == pytest.approx(f1_a[0])
+
+
+def test_compare_uses_the_thresholds_each_run_saved(files, tmp_path, capsys):
+    from cxrlt.evaluation.metrics import f1_scores
+
+    ta, tb = [0.45, 0.5, 0.4, 0.35], [0.5, 0.55, 0.45, 0.4]
+    a = _run_folder(tmp_path / "run_a", files["a"], CLASSES, [1, 2, 3, 4], ta)
+    b = _run_folder(tmp_path / "run_b", files["b"], CLASSES[::-1], [4, 3, 2, 1], tb[::-1])
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--labels", str(files["labels"]), "--resamples", "20", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "thresholds each run tuned" in capsys.readouterr().out
+    report = json.loads((out / "comparison.json").read_text())
+    assert report["mean"]["f1_tuned"]["a"] == pytest.approx(np.mean(f1_scores(files["y"], files["good"], ta)))
+    assert report["mean"]["f1_tuned"]["b"] == pytest.approx(np.mean(f1_scores(files["y"], files["worse"], tb)))
+    # without thresholds for both tables there is no F1 column, and the output says why
+    assert main(["compare", str(a), str(files["b"]), "--labels", str(files["labels"]), "--resamples", "20",
+                 "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "F1@tuned" not in stdout and "no F1" in stdout

@@ -117,3 +117,29 @@ def test_missing_arguments_and_help(capsys):
         main(["evaluate", "--help"])
     assert info.value.code == 0
     assert "cxrlt evaluate --predictions" in capsys.readouterr().out
+
+
+def test_groups_come_from_the_training_counts_saved_with_the_run(files, tmp_path, capsys):
+    """A run's predictions.csv beside its model.json: the groups are the training split's, not the test labels'."""
+    run = tmp_path / "run"
+    run.mkdir()
+    preds = run / "predictions.csv"
+    preds.write_bytes(files["preds"].read_bytes())
+    saved = [5, 80, 300, 40]  # training positives unlike the evaluated labels' (Mass the most frequent here)
+    (run / "model.json").write_text(json.dumps({"classes": CLASSES[::-1], "train_positives": saved[::-1]}))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(files["labels"]), "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [report["per_class"][c]["group"] for c in CLASSES] == class_groups(saved) == ["tail", "medium", "head", "medium"]
+    assert class_groups(np.nansum(files["y"] == 1, axis=0)) != class_groups(saved)
+    assert f"training positives saved in {run / 'model.json'}" in stdout and "train pos" in stdout
+    # --groups-from takes a run folder too, and says when it holds no model
+    assert main(["evaluate", "--predictions", str(files["preds"]), "--labels", str(files["labels"]), "--json", str(out),
+                 "--groups-from", str(run), "--head", "2", "--tail", "1"]) == 0
+    report = json.loads(out.read_text())
+    assert [report["per_class"][c]["group"] for c in CLASSES] == ["tail", "head", "head", "medium"]
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--predictions", str(files["preds"]), "--labels", str(files["labels"]), "--json", str(out),
+                 "--groups-from", str(tmp_path / "empty")]) == 2
+    assert "no model.json here" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from cxrlt.losses import build as build_loss
 from cxrlt.losses import diversity_loss
 from cxrlt.models.backbones import create_backbone
 from cxrlt.models.build import build_model
-from cxrlt.models.experts import take_last_stage
+from cxrlt.models.heads.experts import take_last_stage
 from cxrlt.models.graph import gcn_adjacency
 from cxrlt.models.label_graph import GraphFile
 from cxrlt.inference.saved_model import ModelCard, export_model, load_model

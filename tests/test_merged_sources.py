@@ -118,3 +118,49 @@ def test_every_loss_masks_the_unannotated_classes_of_a_merged_table(two_sources,
     # equal to the loss with the unannotated entries given any value and masked explicitly
     assert float(loss(logits.detach(), torch.nan_to_num(targets, nan=1.0), mask=observed)) == pytest.approx(
         float(value.detach()), rel=1e-10)
+
+
+NIH_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
+
+
+def test_nih_no_finding_is_a_label_and_only_unannotated_classes_follow_the_policy(tmp_path):
+    """Seed 004 merging: NIH annotates No Finding (its normal images), so `unannotated` leaves it alone."""
+    nih = tmp_path / "nih.csv"
+    nih.write_text("\n".join([NIH_HEADER, "n0.png,No Finding,0,1,50,M,PA", "n1.png,Mass|Nodule,0,2,60,F,PA",
+                              "n2.png,No Finding,0,3,70,F,AP", "n3.png,Effusion,0,4,40,M,PA"]) + "\n")
+    other = tmp_path / "other.csv"
+    other.write_text("path,patient_id,Mass,Fracture\no0.png,p0,1,0\no1.png,p1,0,1\n")
+    sources = [{"name": "nih", "labels": str(nih)}, {"name": "csv", "labels": str(other)}]
+    classes = ["No Finding", "Mass", "Pleural Effusion", "Fracture"]
+    for unannotated, fill in (("zero", 0.0), ("missing", np.nan)):
+        table = load_table(DataConfig.model_validate({"sources": sources, "classes": classes,
+                                                      "unannotated": unannotated, "split": {"method": "random"}}))
+        rows = {image_id: table.labels[i] for i, image_id in enumerate(table.image_ids)}
+        # NIH: No Finding read from the file; Fracture is not an NIH finding
+        np.testing.assert_array_equal(rows["n0.png"], [1, 0, 0, fill])
+        np.testing.assert_array_equal(rows["n1.png"], [0, 1, 0, fill])
+        np.testing.assert_array_equal(rows["n2.png"], [1, 0, 0, fill])
+        np.testing.assert_array_equal(rows["n3.png"], [0, 0, 1, fill])
+        # the csv source annotates Mass and Fracture only
+        np.testing.assert_array_equal(rows["o0.png"], [fill, 1, fill, 0])
+        np.testing.assert_array_equal(rows["o1.png"], [fill, 0, fill, 1])
+
+
+@pytest.mark.real_data
+def test_normal_nih_images_carry_no_finding_in_the_merged_cxrlt2023_table(shared_data):
+    """The merged recipe's NIH source on the real label file: 60,361 normal images, No Finding = 1 exactly there."""
+    import pandas as pd
+
+    nih = shared_data / "nih"
+    labels = nih / "Data_Entry_2017_v2020.csv.gz"
+    source = {"name": "nih", "labels": str(labels), "train_list": str(nih / "train_val_list.txt"),
+              "test_list": str(nih / "test_list.txt")}
+    table = load_table(DataConfig.model_validate({"sources": [source], "classes": "cxrlt2023",
+                                                  "unannotated": "zero"}))
+    findings = pd.read_csv(labels, usecols=["Image Index", "Finding Labels"]).set_index("Image Index")
+    normal = (findings.loc[table.image_ids, "Finding Labels"] == "No Finding").to_numpy()
+    no_finding = table.labels[:, table.classes.index("No Finding")]
+    assert int(normal.sum()) == 60_361
+    np.testing.assert_array_equal(no_finding, normal.astype(np.float32))
+    # classes NIH does not annotate are 0 on every image (`unannotated: zero`), e.g. Fracture
+    assert not table.labels[:, table.classes.index("Fracture")].any()

@@ -74,6 +74,27 @@ def test_thesis_recipe_holds_the_papers_numbers():
     assert load_config(REPO / "configs/thesis/cal_no_margin.yaml").loss.params["margin"] == 0.0
 
 
+def test_headers_say_what_weight_balancing_and_geometric_mean_are_and_the_configs_do_it():
+    """Seed 003's "weight balancing" is the focal alpha balancing; seed 004's "geometric mean" the renormalised one."""
+    import torch
+
+    from cxrlt.losses import build as build_loss
+
+    for path in sorted(REPO.glob("configs/augment_ensemble/*.yaml")):
+        header, config = path.read_text().split("\nname:")[0], load_config(path)
+        assert "not reproduced" not in header and "apply_class_balancing=True" in header
+        assert (config.loss.name, config.loss.params["alpha"]) == ("focal", 0.25)
+        loss = build_loss("focal", **{**config.loss.params, "label_smoothing": 0.0})
+        logits = torch.zeros(1, 2, dtype=torch.float64)  # p = 0.5: every focal factor but alpha is equal
+        terms = loss.per_element(logits, torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+        # alpha on the positive term, 1 - alpha on the negative one
+        assert float(terms[0, 0] / terms[0, 1]) == pytest.approx(0.25 / 0.75)
+    for path in sorted(REPO.glob("configs/bag_of_tricks/*.yaml")):
+        header, config = path.read_text().split("\nname:")[0], load_config(path)
+        assert "renormalised geometric mean" in header and "sigmoid of the mean logit" in header
+        assert config.augment.tta_merge == "geometric"
+
+
 def test_overrides_point_a_recipe_at_the_users_data():
     config = load_config(REPO / "configs/bag_of_tricks/resnet50_merged.yaml",
                          ["data.sources.0.labels=/data/cxr-lt.csv", "data.sources.2.images=/data/chexpert"])
@@ -161,6 +182,10 @@ def test_smoke_data_keeps_each_sources_label_space_and_split(workdir, text_encod
     synthetic = pd.read_csv(workdir / "synthetic" / "labels.csv", index_col="image_id")
     effusion = table.labels[in_nih, CXRLT2023.index("Pleural Effusion")]
     np.testing.assert_array_equal(effusion, synthetic.loc[ids[in_nih], "Effusion"].to_numpy())
+    # NIH annotates No Finding (its images without any finding), so it is read, not set to 0
+    normal = (synthetic.loc[ids[in_nih], list(NIH14)] == 0).all(axis=1).to_numpy()
+    assert normal.any() and not normal.all()
+    np.testing.assert_array_equal(table.labels[in_nih, CXRLT2023.index("No Finding")], normal)
     # every class of the label space has positives to train on
     train = table.meta["split"].to_numpy() == "train"
     assert (np.nansum(table.labels[train], axis=0) > 0).all()

@@ -280,14 +280,15 @@ class AugmentConfig(Strict):
 class GroupsConfig(Strict):
     """Head / medium / tail classes by training positive count.
 
-    `rank`: the `head` most frequent and `tail` least frequent classes (seed
-    002 uses 9 / 9 of 26); `count`: head when positives >= `head_min`, tail
-    when positives < `tail_max`.
+    `rank`: the `head` most frequent and `tail` least frequent classes, by
+    default the label space's sizes (`cxrlt.labels.group_sizes`; CXR-LT 2023
+    9 / 8 / 9 as seed 002) so that runs of one space compare; `count`: head
+    when positives >= `head_min`, tail when positives < `tail_max`.
     """
 
     method: Literal["rank", "count"] = "rank"
-    head: int = Field(0, ge=0, description="rank: number of head classes (0 = a third)")
-    tail: int = Field(0, ge=0, description="rank: number of tail classes (0 = a third)")
+    head: int = Field(0, ge=0, description="rank: number of head classes (0 = the label space's default)")
+    tail: int = Field(0, ge=0, description="rank: number of tail classes (0 = the label space's default)")
     head_min: int = 1000
     tail_max: int = 100
 

@@ -103,10 +103,16 @@ def canonical_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class LabelSpace:
-    """An ordered list of class names as one dataset spells them."""
+    """An ordered list of class names as one dataset spells them.
+
+    `groups` is the number of head and of tail classes (by training
+    positives) that every run of this space reports unless its config says
+    otherwise, so that head / medium / tail means compare across recipes.
+    """
 
     name: str
     classes: tuple[str, ...]
+    groups: tuple[int, int]
     zero_shot: tuple[str, ...] = ()
     canonical: tuple[str, ...] = field(init=False)
 
@@ -128,14 +134,16 @@ class LabelSpace:
             raise ConfigError(f"class {name!r} is not in label space {self.name!r} ({', '.join(self.classes)})") from None
 
 
+# Head / tail sizes: CXR-LT 2023 as seed 002 (Table 1: the top 9 and bottom 9 of 26); the others a
+# third each (rounded down), the rule for any other class list too (`group_sizes`).
 SPACES: dict[str, LabelSpace] = {
     space.name: space
     for space in (
-        LabelSpace("nih14", NIH14),
-        LabelSpace("nih15", NIH14 + ("No Finding",)),
-        LabelSpace("chexpert14", CHEXPERT14),
-        LabelSpace("cxrlt2023", CXRLT2023),
-        LabelSpace("cxrlt2024", CXRLT2024, zero_shot=CXRLT2024_ZERO_SHOT),
+        LabelSpace("nih14", NIH14, groups=(4, 4)),
+        LabelSpace("nih15", NIH14 + ("No Finding",), groups=(5, 5)),
+        LabelSpace("chexpert14", CHEXPERT14, groups=(4, 4)),
+        LabelSpace("cxrlt2023", CXRLT2023, groups=(9, 9)),
+        LabelSpace("cxrlt2024", CXRLT2024, groups=(13, 13), zero_shot=CXRLT2024_ZERO_SHOT),
     )
 }
 
@@ -146,6 +154,24 @@ def get_space(name: str) -> LabelSpace:
         return SPACES[name]
     except KeyError:
         raise ConfigError(f"unknown label space {name!r}; choose one of: {', '.join(SPACES)}") from None
+
+
+def a_third(n_classes: int) -> int:
+    """A third of `n_classes`, rounded down: at least one with three or more classes, none with fewer."""
+    return max(1, n_classes // 3) if n_classes >= 3 else 0
+
+
+def group_sizes(classes: Sequence[str]) -> tuple[int, int]:
+    """Default numbers of head and tail classes for a class list.
+
+    The built-in space with the same classes (any order or spelling) gives
+    its `groups`; another list gets `a_third` of its classes each.
+    """
+    keys = sorted(canonical_key(name) for name in classes)
+    for space in SPACES.values():
+        if sorted(canonical_key(name) for name in space.classes) == keys:
+            return space.groups
+    return a_third(len(keys)), a_third(len(keys))
 
 
 def class_mapping(source: Sequence[str], target: Sequence[str]) -> list[int | None]:

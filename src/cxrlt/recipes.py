@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ SMOKE_BACKBONES: tuple[tuple[str, str], ...] = (
     ("resnet", "resnet10t"),
 )
 
+_NO_FINDING = "no finding"  # its canonical key
+
 # Transforms whose `size` parameter is in pixels (scaled with the image size).
 _PIXEL_SIZE_TRANSFORMS = ("center_crop", "random_crop", "resize")
 
@@ -65,13 +67,15 @@ def smoke_backbone(name: str) -> str:
     return name
 
 
-def source_classes(spec: dict[str, Any]) -> tuple[str, ...]:
-    """The class list a data source entry (raw mapping) would produce from its dataset's label file."""
-    from cxrlt.labels import CHEXPERT14, CXRLT2023, NIH14
+def source_classes(spec: dict[str, Any], run_classes: Sequence[str] = ()) -> tuple[str, ...]:
+    """The class list a data source entry (raw mapping) would produce from its dataset's label file
+    in a run of the label space `run_classes` (see `cxrlt.data.sources.load_table`)."""
+    from cxrlt.labels import CHEXPERT14, CXRLT2023, NIH14, canonical_key
 
     name = spec.get("name")
     if name == "nih":
-        return NIH14 + (("No Finding",) if spec.get("no_finding") else ())
+        asked = spec.get("no_finding") or _NO_FINDING in {canonical_key(c) for c in run_classes}
+        return NIH14 + (("No Finding",) if asked else ())
     if name == "chexpert":
         return CHEXPERT14
     if name == "mimic":
@@ -114,6 +118,7 @@ def smoke_config(
     data paths.
     """
     from cxrlt.data.synthetic import generate_dataset
+    from cxrlt.labels import resolve_classes
 
     if not isinstance(raw.get("data"), dict) or not raw["data"].get("sources"):
         raise ConfigError("smoke run: the config has no data.sources to replace")
@@ -133,7 +138,8 @@ def smoke_config(
         return max(16, round(pixels * factor))
 
     sources = [s if isinstance(s, dict) else {"name": s} for s in data["sources"]]
-    data["sources"] = _synthetic_sources(sources, synthetic, workdir, seed)
+    run_classes = resolve_classes(data["classes"]) if data.get("classes") is not None else ()
+    data["sources"] = _synthetic_sources(sources, run_classes, synthetic, workdir, seed)
     images["size"] = size
     if images.get("store_size") is not None:
         images["store_size"] = scaled(int(images["store_size"]))
@@ -175,7 +181,8 @@ def smoke_config(
     return out
 
 
-def _synthetic_sources(sources: list[dict[str, Any]], synthetic: Path, workdir: Path, seed: int) -> list[dict]:
+def _synthetic_sources(sources: list[dict[str, Any]], run_classes: Sequence[str], synthetic: Path, workdir: Path,
+                       seed: int) -> list[dict]:
     """One `csv` source per original source over a disjoint, patient-wise slice of the synthetic images."""
     import pandas as pd
 
@@ -194,9 +201,12 @@ def _synthetic_sources(sources: list[dict[str, Any]], synthetic: Path, workdir: 
     for i, spec in enumerate(sources):
         part = table[index % len(sources) == i]
         rank = index[index % len(sources) == i] // len(sources)
-        classes = source_classes(spec)
+        classes = source_classes(spec, run_classes)
         frame = part[["image_id", "path", "patient_id", "view"]].copy()
         for j, name in enumerate(classes):
+            if canonical_key(name) == _NO_FINDING:  # what the datasets mean by it: none of the findings
+                frame[name] = (part[list(NIH14)] == 0).all(axis=1).astype(int).to_numpy()
+                continue
             # A class NIH also has takes NIH's synthetic column; the others borrow one in turn,
             # so every class of every label space has positives of realistic frequency.
             frame[name] = part[nih_column.get(canonical_key(name), NIH14[j % len(NIH14)])].to_numpy()

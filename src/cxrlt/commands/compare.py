@@ -6,15 +6,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cxrlt.commands._groups import add_group_arguments, resolve_groups
 from cxrlt.errors import ConfigError
 
-HELP = "compare two prediction tables on the same images: AUC / AP differences with paired bootstrap intervals"
+HELP = "compare two prediction tables on the same images: AUC / AP / F1 differences with paired bootstrap intervals"
 DESCRIPTION = """
 Scores two prediction tables A and B (an id column and one probability column
 per class, e.g. the predictions.csv of two runs) against one label file, and
 reports per class and for the macro means (overall and head / medium / tail)
-the AUC and AP of each, the difference A - B, its percentile bootstrap
-interval and the share of resamples in which A scores higher than B.
+the AUC and AP of each, and F1 at tuned thresholds when they are known, the
+difference A - B, its percentile bootstrap interval and the share of
+resamples in which A scores higher than B.
+
+Tuned thresholds: with --val-predictions VA.csv VB.csv and --val-labels,
+each table's are tuned on its validation predictions (--threshold-method,
+--target-sensitivity as in `cxrlt evaluate`); else, when A and B lie in run
+folders, those their runs tuned on validation (model.json). Each table is
+scored at its own thresholds.
 
 The bootstrap is paired: each resample draws the images (or, with --patients,
 whole patients) once and scores both tables on that draw, so the interval of
@@ -24,8 +32,10 @@ noise at that level; it says nothing about other datasets.
 
 A and B must hold the same image ids and the same classes (in any order);
 missing labels (blank) are left out per class, as in `cxrlt evaluate`.
-Head / medium / tail groups come from --groups-from (training labels) or,
-without it, from the evaluated labels' positive counts.
+Head / medium / tail groups are made as in `cxrlt evaluate`, with the same
+options: from --groups-from (training labels, a run folder or model.json),
+else the training positives saved with A's run (or B's), else the evaluated
+labels; sizes default to the label space's (CXR-LT 2023: 9 / 8 / 9).
 
 With --out DIR: comparison.json, comparison.csv (one row per class, mean and
 group) and comparison.png (per-class differences with their intervals).
@@ -50,8 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing-classes", action="store_true",
                         help="compare on the predicted classes only when the label file has more (default: an "
                         "error naming the classes the predictions lack)")
-    parser.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
-                        help="training label file whose positive counts define head / medium / tail")
+    add_group_arguments(parser)
+    tuning = parser.add_argument_group("F1 at tuned thresholds")
+    tuning.add_argument("--val-predictions", nargs=2, type=Path, metavar=("VA.csv", "VB.csv"),
+                        help="validation predictions of A and of B, to tune each one's thresholds on")
+    tuning.add_argument("--val-labels", metavar="VL.csv", type=Path, help="labels of the validation images")
+    tuning.add_argument("--threshold-method", choices=("max_f1", "sensitivity"), default="max_f1",
+                        help="max_f1: maximise validation F1; sensitivity: highest threshold reaching "
+                             "--target-sensitivity")
+    tuning.add_argument("--target-sensitivity", type=float, default=0.9, metavar="S",
+                        help="for --threshold-method sensitivity (default: 0.9)")
     parser.add_argument("--out", metavar="DIR", type=Path,
                         help="write comparison.json, comparison.csv and comparison.png here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cxrlt.evaluation.bootstrap import paired_bootstrap, read_patients
-    from cxrlt.evaluation.groups import class_groups
     from cxrlt.evaluation.predictions import align, match_tables, read_label_csv, read_predictions
     from cxrlt.io import check_output
+    from cxrlt.evaluation.saved import pair_thresholds
 
     if args.out is not None:
         check_output(args.out, "--out", folder=True)
@@ -72,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {args.resamples}")
     if not 0 < args.level < 1:
         raise ConfigError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
+    if (args.val_predictions is None) != (args.val_labels is None):
+        raise ConfigError("--val-predictions VA.csv VB.csv and --val-labels VL.csv go together: give both to tune "
+                          "thresholds, or neither")
+    if not 0 < args.target_sensitivity <= 1:
+        raise ConfigError(f"--target-sensitivity must lie in (0, 1], got {args.target_sensitivity}")
     a = read_predictions(args.a, args.id_column)
     b = read_predictions(args.b, args.id_column)
     rows, columns = match_tables(a, b, "a paired comparison needs predictions of the same images and classes")
@@ -79,26 +102,30 @@ def run(args: argparse.Namespace) -> int:
     classes = list(data.classes)
     probs_b = b.values[rows][:, columns]
     patients = read_patients(args.labels, data.ids, args.patients, args.id_column) if args.patients else None
-    if args.groups_from is not None:
-        train = read_label_csv(args.groups_from, args.id_column, classes, allow_missing_classes=True)
-        counts = np.sum(train.values == 1, axis=0)
-        source = f"groups from the training positives in {args.groups_from}"
-    else:
-        counts = np.sum(data.labels == 1, axis=0)
-        source = "groups from the evaluated labels' positive counts (give --groups-from TRAIN.csv for training counts)"
-    groups = class_groups(counts)
+    positives = np.sum(data.labels == 1, axis=0)
+    groups, _, source = resolve_groups(args, classes, [args.a, args.b], positives)
+    thresholds, threshold_note = pair_thresholds((args.a, args.b), classes, args.val_predictions, args.val_labels,
+                                                 args.id_column, args.threshold_method, args.target_sensitivity)
     result = paired_bootstrap(data.labels, data.probs, probs_b, classes, resamples=args.resamples,
                               patients=patients, level=args.level, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, thresholds=thresholds)
     report = {"a": str(args.a), "b": str(args.b), "labels": str(args.labels), "n_images": len(data.ids),
               **result.to_dict(groups)}
-    positives = np.sum(data.labels == 1, axis=0)
-    print(f"A = {args.a}\nB = {args.b}\n{len(data.ids)} images, {len(classes)} classes; {source}")
+    if thresholds is not None:
+        report["thresholds"] = {"a": [float(v) for v in thresholds[0]], "b": [float(v) for v in thresholds[1]],
+                                "tuned_on": threshold_note}
+    print(f"A = {args.a}\nB = {args.b}\n{len(data.ids)} images, {len(classes)} classes; {source}; {threshold_note}")
     print(format_comparison(report, groups, positives))
     if args.out is not None:
         written = write_comparison(args.out, report, groups, positives)
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _metrics(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, column label) of the metrics the report compares."""
+    names = {"auc": "AUC", "ap": "AP", "f1_tuned": "F1@tuned"}
+    return [(key, names[key]) for key in names if key in report["mean"]]
 
 
 def _span(entry: dict[str, Any]) -> str:
@@ -126,12 +153,14 @@ def _share(v: float | None) -> str:
 def format_comparison(report: dict[str, Any], groups: list[str], positives: Any) -> str:
     """A plain-text table of per-class and mean values of A and B with the differences."""
     level = f"{report['level']:.0%}"
-    header = ["class", "group", "pos", "AUC A", "AUC B", f"AUC A-B [{level}]", "A>B", "AP A", "AP B",
-              f"AP A-B [{level}]", "A>B"]
+    metrics = _metrics(report)
+    header = ["class", "group", "pos"]
+    for _, label in metrics:
+        header += [f"{label} A", f"{label} B", f"{label} A-B [{level}]", "A>B"]
 
     def cells(name: str, group: str, count: str, entry: dict[str, Any]) -> list[str]:
         row = [name, group, count]
-        for metric in ("auc", "ap"):
+        for metric, _ in metrics:
             e = entry[metric]
             row += [_value(e["a"]), _value(e["b"]), _span(e), _share(e["share_a_better"])]
         return row
@@ -166,7 +195,7 @@ def write_comparison(directory: Path, report: dict[str, Any], groups: list[str],
     entries += [(name, "group", name, None, entry) for name, entry in report.get("groups", {}).items()]
     for name, kind, group, count, entry in entries:
         record: dict[str, Any] = {"name": name, "kind": kind, "group": group, "positives": count}
-        for metric in ("auc", "ap"):
+        for metric, _ in _metrics(report):
             e = entry[metric]
             interval = e["interval"] or [None, None]
             record.update({f"{metric}_a": e["a"], f"{metric}_b": e["b"], f"{metric}_difference": e["difference"],
@@ -197,11 +226,13 @@ def comparison_figure(report: dict[str, Any], groups: list[str], positives: Any)
     entries += [report["mean"], *report.get("groups", {}).values()]
     colours += ["#000000"] + [GROUP_COLOURS.get(g, "#333333") for g in report.get("groups", {})]
     n = len(labels)
-    fig = Figure(figsize=(9, 1.4 + 0.26 * n), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    metrics = _metrics(report)
+    fig = Figure(figsize=(4.5 * len(metrics), 1.4 + 0.26 * n), layout="constrained")
+    axes = fig.subplots(1, len(metrics), sharey=True)
     y = np.arange(n, dtype=float)
     y[len(names):] += 0.8  # a gap before the means
-    for ax, metric, title in ((axes[0], "auc", "AUC difference A - B"), (axes[1], "ap", "AP difference A - B")):
+    for ax, (metric, label) in zip(axes, metrics):
+        title = f"{label} difference A - B"
         ax.axvline(0, color="#999999", lw=0.9)
         for yi, entry, colour in zip(y, entries, colours):
             e = entry[metric]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxrlt.commands._groups import add_group_arguments, resolve_groups
 from cxrlt.errors import ConfigError
 
 HELP = "score a run or a prediction table: per-class AUC, AP, F1 and head/medium/tail means"
@@ -22,9 +23,11 @@ with `per_class`, `mean` and `groups` (head / medium / tail) sections. Missing
 labels are left out per class; a class without a positive or a negative has
 no AUC / AP (null in the JSON) and is left out of the means.
 
-Head / medium / tail groups come from the positive counts of --groups-from (the
-training labels, as they should); without it they come from the evaluated
-labels, which the output says. With --val-predictions and --val-labels, a
+Head / medium / tail groups come from training positives: those of
+--groups-from (a training label file, or a run folder / model.json), else
+those saved with the run the predictions belong to (its model.json beside
+them); only when neither exists from the evaluated labels, which the output
+says. Group sizes default to the label space's (CXR-LT 2023: 9 / 8 / 9). With --val-predictions and --val-labels, a
 per-class threshold is tuned on validation and F1 is reported at it too, and
 --temperature fits one temperature T on validation (p -> sigmoid(logit(p)/T),
 minimising the binary cross-entropy) and reports the calibration after it.
@@ -60,19 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing-classes", action="store_true",
                         help="score only the predicted classes when the label file has more (default: an error "
                         "naming the classes the predictions lack)")
-    groups = parser.add_argument_group("head / medium / tail groups")
-    groups.add_argument("--groups-from", metavar="TRAIN.csv", type=Path,
-                        help="training label file whose positive counts define the groups")
-    groups.add_argument("--group-method", choices=("rank", "count"), default="rank",
-                        help="rank: the most / least frequent classes; count: thresholds on positives (default: rank)")
-    groups.add_argument("--head", type=int, default=0, metavar="K",
-                        help="rank: number of head classes (default: a third)")
-    groups.add_argument("--tail", type=int, default=0, metavar="K",
-                        help="rank: number of tail classes (default: a third)")
-    groups.add_argument("--head-min", type=int, default=1000, metavar="N",
-                        help="count: head when positives >= N (default: 1000)")
-    groups.add_argument("--tail-max", type=int, default=100, metavar="N",
-                        help="count: tail when positives < N (default: 100)")
+    add_group_arguments(parser)
     tuning = parser.add_argument_group("F1 at tuned thresholds")
     tuning.add_argument("--val-predictions", metavar="V.csv", type=Path, help="validation prediction table")
     tuning.add_argument("--val-labels", metavar="VL.csv", type=Path, help="validation labels")
@@ -122,9 +113,6 @@ def _evaluate_run_dir(args: argparse.Namespace) -> int:
 def _evaluate_prediction_file(args: argparse.Namespace) -> int:
     import warnings
 
-    import numpy as np
-
-    from cxrlt.evaluation.groups import class_groups
     from cxrlt.evaluation.metrics import compute_metrics, tune_thresholds
     from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
     from cxrlt.io import check_output, write_json
@@ -175,17 +163,8 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
                 notes.append(f"temperature T = {temperature:.4g} fitted on {args.val_predictions}")
         result = compute_metrics(data.labels, data.probs, classes, thresholds=thresholds, threshold=args.threshold)
 
-    if args.groups_from is not None:
-        train = read_label_csv(args.groups_from, args.id_column, classes, allow_missing_classes=True)
-        counts = np.sum(train.values == 1, axis=0)
-        notes.append(f"groups from the training positives in {args.groups_from}")
-    else:
-        counts = result.positives
-        notes.append("groups from the evaluated labels' positive counts (give --groups-from TRAIN.csv to use the training split)")
-    try:
-        groups = class_groups(counts, args.group_method, args.head, args.tail, args.head_min, args.tail_max)
-    except ValueError as exc:
-        raise ConfigError(f"--head / --tail: {exc}") from None
+    groups, train_positives, note = resolve_groups(args, classes, [args.predictions], result.positives)
+    notes.append(note)
 
     from cxrlt.evaluation.calibration import calibration_summary, write_reliability_plot
 
@@ -214,15 +193,14 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
     if args.plots is not None:
         from cxrlt.evaluation.plots import write_plots
 
-        plots = write_plots(args.plots, data.labels, data.probs, result, groups,
-                            counts if args.groups_from is not None else None)
+        plots = write_plots(args.plots, data.labels, data.probs, result, groups, train_positives)
         plots.append(write_reliability_plot(args.plots / "reliability.png", data.labels, data.probs, groups,
                                             temperature=temperature))
 
     for warning in caught:
         print(f"cxrlt evaluate: warning: {warning.message}", file=sys.stderr)
     print(f"{len(data.ids)} images, {len(classes)} classes; " + "; ".join(notes))
-    print(result.format_table(groups, counts if args.groups_from is not None else None))
+    print(result.format_table(groups, train_positives))
     for line in summary_lines(report):
         print(line)
     print(f"wrote {args.json}" + (f" and {', '.join(str(p) for p in plots)}" if plots else ""))

@@ -97,8 +97,9 @@ class LabelStats:
             return np.where(diagonal[:, None] > 0, self.cooccurrence / diagonal[:, None], np.nan)
 
     def groups(self, **options: Any) -> list[str]:
-        """Head / medium / tail per class (`cxrlt.evaluation.groups.class_groups` options)."""
-        return list(class_groups(self.positives, **options))
+        """Head / medium / tail per class (`cxrlt.evaluation.groups.class_groups` options; sizes default
+        to the label space's)."""
+        return list(class_groups(self.positives, **options, classes=self.classes))
 
     def to_json(self, groups: Sequence[str] | None = None) -> dict[str, Any]:
         """A JSON-ready summary; `groups` defaults to `self.groups()`."""

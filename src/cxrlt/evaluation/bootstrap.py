@@ -25,6 +25,11 @@ positive groups:
   positives / negatives scoring >= the group's score (sklearn's step-wise
   average precision, precision not interpolated).
 
+F1 at fixed per-class thresholds (tuned on validation: `f1_tuned`) needs
+only the weighted positives, negatives, and true and false positives at the
+threshold of each class: four 0/1 indicator rows per class, times the same
+weights.
+
 Intervals are percentile intervals of the resampled values. A class with no
 weighted positive or no weighted negative in a resample has no value there;
 such resamples are left out of its interval (counted in
@@ -166,6 +171,24 @@ def _metrics_from_counts(layout: _Layout, counts: np.ndarray) -> tuple[np.ndarra
     return auc, ap
 
 
+def _f1_cells(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, dtype: type) -> Any:
+    """Sparse (4 x classes, images) 0/1 rows: positives, negatives, true and false positives at the thresholds."""
+    from scipy import sparse
+
+    positive = labels == 1  # NaN (missing) is neither
+    negative = labels == 0
+    predicted = scores >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    rows = np.concatenate([positive, negative, positive & predicted, negative & predicted], axis=1).T
+    return sparse.csr_matrix(rows.astype(dtype))
+
+
+def _f1_from_counts(counts: np.ndarray) -> np.ndarray:
+    """F1 (classes x resamples) = 2 TP / (P + TP + FP) from `_f1_cells` counts; NaN where P or N is 0."""
+    positives, negatives, tp, fp = np.split(counts.astype(np.float64), 4)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((positives > 0) & (negatives > 0), 2 * tp / (positives + tp + fp), np.nan)
+
+
 # ---------------------------------------------------------------------- weights
 def _cluster_index(clusters: Sequence[Any] | None, n: int) -> tuple[np.ndarray | None, int]:
     """Cluster number of each image (None: each image its own) and the number of clusters.
@@ -205,31 +228,44 @@ def _resample(
     seed: int,
     progress: bool,
     description: str,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]], str]:
-    """Point values and (resamples x classes) replicates of AUC and AP for each score table."""
+    thresholds: Any = None,
+) -> tuple[list[dict[str, tuple[np.ndarray, np.ndarray]]], str]:
+    """Per score table, {metric: (point values, resamples x classes replicates)}.
+
+    Metrics are AUC and AP, plus `f1_tuned` when `thresholds` gives each
+    table's per-class thresholds.
+    """
     from cxrlt.progress import progress_bar
 
-    n = labels.shape[0]
+    n, n_classes = labels.shape
     index, n_units = _cluster_index(clusters, n)
     # counts are integers: float32 is exact while every total stays below
     # 2**24; a resample weighs at most (units drawn) x (largest unit) images
     largest = int(np.bincount(index).max()) if index is not None else 1
     dtype = np.float32 if n_units * largest < 2**24 else np.float64
     layouts = [_layout(labels, t, dtype) for t in tables]
+    f1_cells = [None] * len(tables) if thresholds is None else [
+        _f1_cells(labels, t, th, dtype) for t, th in zip(tables, thresholds)]
+
+    def scored(layout: _Layout, cells: Any, weights: np.ndarray) -> dict[str, np.ndarray]:
+        auc, ap = _metrics_from_counts(layout, layout.counts(weights))
+        return {"auc": auc, "ap": ap, **({} if cells is None else {"f1_tuned": _f1_from_counts(cells @ weights)})}
+
     ones = np.ones((n, 1), dtype=dtype)
-    points = [tuple(m[:, 0] for m in _metrics_from_counts(lay, lay.counts(ones))) for lay in layouts]
+    points = [{m: v[:, 0] for m, v in scored(lay, cells, ones).items()} for lay, cells in zip(layouts, f1_cells)]
+    replicates = [{m: np.empty((resamples, n_classes)) for m in point} for point in points]
     chunk = int(max(1, min(resamples, _CHUNK)))
     rng = np.random.default_rng(seed)
-    replicates = [(np.empty((resamples, labels.shape[1])), np.empty((resamples, labels.shape[1]))) for _ in tables]
     with progress_bar(total=resamples, enabled=progress, desc=description, unit="resample", leave=False) as bar:
         for first in range(0, resamples, chunk):
             r = min(chunk, resamples - first)
             weights = _weights(rng, r, index, n_units, dtype)
-            for layout, (auc, ap) in zip(layouts, replicates):
-                a, p = _metrics_from_counts(layout, layout.counts(weights))
-                auc[first:first + r], ap[first:first + r] = a.T, p.T
+            for layout, cells, out in zip(layouts, f1_cells, replicates):
+                for metric, values in scored(layout, cells, weights).items():
+                    out[metric][first:first + r] = values.T
             bar.update(r)
-    return points, replicates, ("image" if clusters is None else "patient")
+    results = [{m: (point[m], out[m]) for m in point} for point, out in zip(points, replicates)]
+    return results, ("image" if clusters is None else "patient")
 
 
 def _check(labels: Any, scores: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -279,11 +315,12 @@ def _mean(values: np.ndarray, members: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BootstrapResult:
-    """Point values and bootstrap replicates of per-class AUC and AP.
+    """Point values and bootstrap replicates of per-class AUC and AP (and F1 at tuned thresholds).
 
     `auc` / `ap` are the point values (classes,), `auc_samples` /
     `ap_samples` the replicates (resamples x classes), NaN where a class is
-    undefined. `unit` is "image" or "patient".
+    undefined. `f1_tuned` / `f1_tuned_samples` likewise when thresholds
+    were given, else None. `unit` is "image" or "patient".
     """
 
     classes: tuple[str, ...]
@@ -294,6 +331,20 @@ class BootstrapResult:
     unit: str
     level: float = 0.95
     seed: int = 0
+    f1_tuned: np.ndarray | None = None
+    f1_tuned_samples: np.ndarray | None = None
+
+    @classmethod
+    def from_resampled(cls, classes: tuple[str, ...], values: dict[str, tuple[np.ndarray, np.ndarray]], unit: str,
+                       level: float, seed: int) -> "BootstrapResult":
+        """From one table's `_resample` output."""
+        auc, ap, f1 = values["auc"], values["ap"], values.get("f1_tuned", (None, None))
+        return cls(classes, auc[0], ap[0], auc[1], ap[1], unit, level, seed, f1[0], f1[1])
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics resampled: auc, ap and, with thresholds, f1_tuned."""
+        return METRICS + (("f1_tuned",) if self.f1_tuned is not None else ())
 
     @property
     def resamples(self) -> int:
@@ -306,8 +357,8 @@ class BootstrapResult:
         return np.isfinite(self.auc)
 
     def samples(self, metric: str) -> np.ndarray:
-        """Replicates of `metric` ("auc" or "ap"), resamples x classes."""
-        return {"auc": self.auc_samples, "ap": self.ap_samples}[metric]
+        """Replicates of `metric` (one of `metrics`), resamples x classes."""
+        return {"auc": self.auc_samples, "ap": self.ap_samples, "f1_tuned": self.f1_tuned_samples}[metric]
 
     def mean_samples(self, metric: str, members: np.ndarray | None = None) -> np.ndarray:
         """Replicates of the macro mean of `metric` over `members` (default: all) among defined classes."""
@@ -326,19 +377,19 @@ class BootstrapResult:
         undefined: dict[str, dict[str, int]] = {}
         for j, name in enumerate(self.classes):
             per_class[name] = {
-                m: _interval(self.samples(m)[:, j], self.level) if self.defined[j] else None for m in METRICS
+                m: _interval(self.samples(m)[:, j], self.level) if self.defined[j] else None for m in self.metrics
             }
-            missing = {m: int(np.isnan(self.samples(m)[:, j]).sum()) for m in METRICS}
+            missing = {m: int(np.isnan(self.samples(m)[:, j]).sum()) for m in self.metrics}
             if self.defined[j] and any(missing.values()):
                 undefined[name] = missing
         out: dict[str, Any] = {
             "level": self.level, "resamples": self.resamples, "unit": self.unit, "seed": self.seed,
             "per_class": per_class,
-            "mean": {m: _interval(self.mean_samples(m), self.level) for m in METRICS},
+            "mean": {m: _interval(self.mean_samples(m), self.level) for m in self.metrics},
         }
         masks = _group_masks(self.classes, groups)
         if masks:
-            out["groups"] = {g: {m: _interval(self.mean_samples(m, mask), self.level) for m in METRICS}
+            out["groups"] = {g: {m: _interval(self.mean_samples(m, mask), self.level) for m in self.metrics}
                              for g, mask in masks.items()}
         out["undefined_resamples"] = undefined
         return out
@@ -365,9 +416,8 @@ def bootstrap_metrics(
     names = tuple(str(c) for c in classes) if classes is not None else tuple(f"class_{j}" for j in range(y.shape[1]))
     if len(names) != y.shape[1]:
         raise ValueError(f"{len(names)} class names for {y.shape[1]} score columns")
-    points, replicates, unit = _resample(y, [p], resamples, patients, seed, progress, "bootstrap")
-    (auc, ap), (auc_s, ap_s) = points[0], replicates[0]
-    return BootstrapResult(names, auc, ap, auc_s, ap_s, unit, level, seed)
+    results, unit = _resample(y, [p], resamples, patients, seed, progress, "bootstrap")
+    return BootstrapResult.from_resampled(names, results[0], unit, level, seed)
 
 
 def read_patients(path: Any, ids: Sequence[Any], column: str, id_column: str | None = None) -> np.ndarray:
@@ -434,18 +484,19 @@ class PairedResult:
         `share_a_better` is the share of resamples (where the value is
         defined) in which A scores strictly higher than B.
         """
+        metrics = self.a.metrics
         per_class = {}
         for j, name in enumerate(self.classes):
             per_class[name] = {
                 m: self._entry(getattr(self.a, m)[j], getattr(self.b, m)[j],
                                self.a.samples(m)[:, j] - self.b.samples(m)[:, j])
-                for m in METRICS
+                for m in metrics
             }
 
         def summary(members: np.ndarray | None) -> dict[str, Any]:
             chosen = self.defined if members is None else self.defined & members
             out = {}
-            for m in METRICS:
+            for m in metrics:
                 point_a = float(np.mean(getattr(self.a, m)[chosen])) if chosen.any() else float("nan")
                 point_b = float(np.mean(getattr(self.b, m)[chosen])) if chosen.any() else float("nan")
                 diff = self.a.mean_samples(m, members) - self.b.mean_samples(m, members)
@@ -473,12 +524,15 @@ def paired_bootstrap(
     level: float = 0.95,
     seed: int = 0,
     progress: bool = False,
+    thresholds: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> PairedResult:
     """Paired percentile bootstrap of AUC / AP differences between two score tables.
 
     Both tables score the same images (rows) and classes (columns) against
     one label matrix; each resample weights the images identically for A and
-    B, so the interval of A - B accounts for their correlation.
+    B, so the interval of A - B accounts for their correlation. With
+    `thresholds` (A's and B's per-class thresholds, e.g. tuned on
+    validation) F1 at them (`f1_tuned`) is compared too.
     """
     _check_options(resamples, level)
     y, pa = _check(labels, scores_a, "labels and scores A")
@@ -486,8 +540,10 @@ def paired_bootstrap(
     names = tuple(str(c) for c in classes) if classes is not None else tuple(f"class_{j}" for j in range(y.shape[1]))
     if len(names) != y.shape[1]:
         raise ValueError(f"{len(names)} class names for {y.shape[1]} score columns")
-    points, replicates, unit = _resample(y, [pa, pb], resamples, patients, seed, progress, "paired bootstrap")
-    a, b = (BootstrapResult(names, *pt, *rep, unit, level, seed) for pt, rep in zip(points, replicates))
+    if thresholds is not None and any(len(t) != y.shape[1] for t in thresholds):
+        raise ValueError(f"thresholds must give one value per class ({y.shape[1]})")
+    results, unit = _resample(y, [pa, pb], resamples, patients, seed, progress, "paired bootstrap", thresholds)
+    a, b = (BootstrapResult.from_resampled(names, values, unit, level, seed) for values in results)
     return PairedResult(a, b)
 
 

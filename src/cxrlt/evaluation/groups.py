@@ -1,10 +1,13 @@
-"""Head / medium / tail class groups from training positive counts."""
+"""Head / medium / tail class groups from training positive counts, and where those counts come from."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+
+from cxrlt.labels import a_third, group_sizes
 
 Group = Literal["head", "medium", "tail"]
 GROUPS: tuple[Group, ...] = ("head", "medium", "tail")
@@ -17,13 +20,15 @@ def class_groups(
     tail: int = 0,
     head_min: int = 1000,
     tail_max: int = 100,
+    classes: Sequence[str] | None = None,
 ) -> list[Group]:
     """Assign each class to head, medium or tail by its training positives.
 
     `rank` puts the `head` most frequent classes in head and the `tail` least
-    frequent in tail (seed 002: 9 and 9 of 26); 0 means a third of the classes
-    (rounded down, at least one when there are three or more classes). Ties
-    in count are broken by class order, so the result is deterministic.
+    frequent in tail; 0 means the default of the label space of `classes`
+    (`cxrlt.labels.group_sizes`: CXR-LT 2023 9 and 9 of 26, as seed 002),
+    or a third of the classes when they are not given. Ties in count are
+    broken by class order, so the result is deterministic.
     `count` uses thresholds: head when positives >= head_min, tail when
     positives < tail_max, medium otherwise.
     """
@@ -31,9 +36,11 @@ def class_groups(
     n = len(counts)
     if method == "count":
         return ["head" if c >= head_min else "tail" if c < tail_max else "medium" for c in counts]
-    third = max(1, n // 3) if n >= 3 else 0
-    n_head = head or third
-    n_tail = tail or third
+    if classes is not None and len(classes) != n:
+        raise ValueError(f"{len(classes)} class names for {n} positive counts")
+    default_head, default_tail = group_sizes(classes) if classes is not None else (a_third(n), a_third(n))
+    n_head = head or default_head
+    n_tail = tail or default_tail
     if n_head + n_tail > n:
         raise ValueError(f"{n_head} head + {n_tail} tail classes exceed the {n} classes")
     order = np.argsort(-counts, kind="stable")  # most frequent first
@@ -43,3 +50,44 @@ def class_groups(
     for i in order[n - n_tail:] if n_tail else []:
         groups[i] = "tail"
     return groups
+
+
+def training_positives(
+    classes: Sequence[str],
+    groups_from: Path | None = None,
+    predictions: Sequence[Path] = (),
+    id_column: str | None = None,
+) -> tuple[np.ndarray | None, str]:
+    """Training positives per class for head / medium / tail, and a note saying where they came from.
+
+    `groups_from` is a training label file (CSV: its 1s are counted) or a
+    run folder / model folder / `model.json` (its saved `train_positives`).
+    Without it, the counts saved with the run of the first of `predictions`
+    that lies in a run folder are used. (None, note) when there are none:
+    the caller falls back to the evaluated labels and says so.
+    """
+    from cxrlt.errors import InputError
+    from cxrlt.evaluation.saved import find_model_meta, read_model_meta, saved_per_class
+
+    if groups_from is not None:
+        groups_from = Path(groups_from)
+        if groups_from.is_dir() or groups_from.suffix == ".json":
+            meta_path = find_model_meta(groups_from)
+            if meta_path is None:
+                raise InputError("no model.json here (a run folder, a model folder or its model.json was expected)",
+                                 groups_from)
+            counts = saved_per_class(read_model_meta(meta_path), "train_positives", classes)
+            if counts is None:
+                raise InputError(f"holds no training positives for the classes {', '.join(classes)}", meta_path)
+            return counts, f"groups from the training positives saved in {meta_path}"
+        from cxrlt.evaluation.predictions import read_label_csv
+
+        train = read_label_csv(groups_from, id_column, classes, allow_missing_classes=True)
+        return np.sum(train.values == 1, axis=0), f"groups from the training positives in {groups_from}"
+    for path in predictions:
+        meta_path = find_model_meta(path)
+        counts = None if meta_path is None else saved_per_class(read_model_meta(meta_path), "train_positives", classes)
+        if counts is not None:
+            return counts, f"groups from the training positives saved in {meta_path}"
+    return None, ("groups from the evaluated labels' positive counts (no saved training counts beside the "
+                  "predictions: give --groups-from TRAIN.csv or a run folder)")

@@ -42,6 +42,7 @@ from cxrlt.config import parse_yaml
 from cxrlt.errors import CxrltError, InputError
 from cxrlt.evaluation.groups import GROUPS
 from cxrlt.evaluation.plots import GROUP_COLOURS
+from cxrlt.evaluation.saved import saved_per_class
 from cxrlt.io import read_json, write_text
 
 REPORT_FILE = "report.html"
@@ -420,14 +421,8 @@ def _class_table(run: _Run) -> str:
 
 
 def _train_positives(run: _Run, classes: list[str]) -> list[float] | None:
-    model = run.model or {}
-    counts, names = model.get("train_positives"), model.get("classes")
-    if not isinstance(counts, list) or not isinstance(names, list) or len(counts) != len(names):
-        return None
-    lookup = dict(zip(names, counts))
-    if any(c not in lookup for c in classes):
-        return None
-    return [float(lookup[c]) for c in classes]
+    counts = saved_per_class(run.model or {}, "train_positives", classes)
+    return None if counts is None else counts.tolist()
 
 
 def _chip(group: str) -> str:

@@ -27,10 +27,12 @@ def load_table(data: "DataConfig") -> "LabelTable":
     """Read every source of `data`, map them to one class list, merge and split.
 
     Classes are `data.classes` (a label space name or a list), else the
-    first source's. A class a source does not annotate becomes missing (NaN)
-    or 0 as `data.unannotated` says. With several sources, image paths are
-    made absolute (the tables have different roots). Splits are assigned by
-    `cxrlt.data.splits.assign_splits` per `data.split`.
+    first source's. A reader taking the `run_classes` context is given them
+    and returns every one it annotates; a class a source does not annotate
+    becomes missing (NaN) or 0 as `data.unannotated` says. With several
+    sources, image paths are made absolute (the tables have different
+    roots). Splits are assigned by `cxrlt.data.splits.assign_splits` per
+    `data.split`.
     """
     import pandas as pd
 
@@ -39,8 +41,11 @@ def load_table(data: "DataConfig") -> "LabelTable":
     from cxrlt.errors import ConfigError
     from cxrlt.labels import class_mapping, resolve_classes
 
-    tables = [spec.build() for spec in data.sources]
-    classes = resolve_classes(data.classes) if data.classes is not None else tables[0].classes
+    # A reader given the run's classes supplies every one of them it annotates (NIH: No Finding),
+    # so that `unannotated` applies only to the classes a source does not annotate.
+    named = resolve_classes(data.classes) if data.classes is not None else None
+    tables = [spec.build(run_classes=named) for spec in data.sources]
+    classes = named if named is not None else tables[0].classes
     mapped = []
     for i, (spec, table) in enumerate(zip(data.sources, tables), start=1):
         if all(index is None for index in class_mapping(table.classes, classes)):

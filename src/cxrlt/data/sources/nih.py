@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,19 +41,24 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([YMWD]?)\s*$", re.IGNORECASE)
 _AGE_UNIT = {"": 1.0, "y": 1.0, "m": 1 / 12, "w": 7 / 365.25, "d": 1 / 365.25}
 
 
-@SOURCES.register("nih")
+@SOURCES.register("nih", context=("run_classes",))
 def nih(
     labels: Path,
     train_list: Path | None = None,
     test_list: Path | None = None,
     images: Path | None = None,
     no_finding: bool = False,
+    run_classes: Sequence[str] | None = None,
 ) -> LabelTable:
     """Read NIH ChestX-ray14 labels (`Data_Entry_2017.csv`, `_v2020`, plain or .gz).
 
     Classes are the 14 findings in `cxrlt.labels.NIH14` order, plus a "No
-    Finding" column when `no_finding` is true. Labels are complete (0 / 1).
-    "No Finding" combined with a finding in one row is an error.
+    Finding" column when `no_finding` is true or the run's class list
+    (`run_classes`, given by `load_table`) has No Finding: NIH annotates it (1
+    on the images labelled "No Finding", 0 on the others), so a label space
+    with No Finding takes it from NIH, never as a class NIH leaves out.
+    Labels are complete (0 / 1). "No Finding" combined with a finding in
+    one row is an error.
 
     With the official lists, images of `train_list` (train_val_list.txt) get
     split "train" and those of `test_list` get "test" (validation is carved
@@ -73,8 +79,9 @@ def nih(
     image_ids = frame[col["image"]].str.strip()
     file.check_unique(image_ids, f"column {col['image']!r}")
 
-    classes = NIH14 + ((NO_FINDING,) if no_finding else ())
-    label_matrix = _decode_findings(file, frame[col["findings"]], classes)
+    asked = {canonical_key(name) for name in run_classes or ()}
+    columns = NIH14 + ((NO_FINDING,) if no_finding or canonical_key(NO_FINDING) in asked else ())
+    label_matrix = _decode_findings(file, frame[col["findings"]], columns)
 
     meta = pd.DataFrame(
         {
@@ -89,7 +96,7 @@ def nih(
     )
     if train_list is not None or test_list is not None:
         meta["split"] = _official_split(file, image_ids, train_list, test_list)
-    return LabelTable(meta, label_matrix, classes, check_images_folder(images))
+    return LabelTable(meta, label_matrix, columns, check_images_folder(images))
 
 
 def _decode_findings(file: CsvFile, findings: pd.Series, classes: tuple[str, ...]) -> np.ndarray:

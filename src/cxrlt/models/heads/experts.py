@@ -51,9 +51,9 @@ from cxrlt.errors import ConfigError
 from cxrlt.losses.diversity import DiversityLoss
 from cxrlt.models.backbones import Backbone
 from cxrlt.models.embeddings import LabelEmbeddingSpec
-from cxrlt.models.gcn import check_gcn_params
 from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
-from cxrlt.models.heads import HEADS, CamUnsupported, Head, per_position
+from cxrlt.models.heads.base import HEADS, CamUnsupported, Head, per_position
+from cxrlt.models.heads.gcn import check_gcn_params
 from cxrlt.models.label_graph import GCNClassifier, LabelGraph
 
 # The modules that make up the last stage of each supported timm family, in
