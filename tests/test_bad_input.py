@@ -407,7 +407,8 @@ def tiny_model(tmp_path: Path) -> Path:
 
     from cxrlt.config import ModelConfig
     from cxrlt.models.build import build_model
-    from cxrlt.inference.saved_model import ModelCard, export_model
+    from cxrlt.inference.saved_model import export_model
+    from cxrlt.models.card import ModelCard
 
     torch.manual_seed(0)
     config = ModelConfig(backbone="resnet10t")

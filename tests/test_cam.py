@@ -20,7 +20,8 @@ from cxrlt.explain.overlay import blend, example_overlays, safe_name, save_overl
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.models.heads import CamUnsupported, Head, LinearHead
 from cxrlt.models.pooling import AvgPool
-from cxrlt.inference.saved_model import ModelCard, export_model
+from cxrlt.inference.saved_model import export_model
+from cxrlt.models.card import ModelCard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -143,7 +143,8 @@ def _run_folder(folder, predictions, classes, train_positives, thresholds):
     """A run folder as `cxrlt train` leaves it: predictions.csv beside model.json with what training saved."""
     folder.mkdir()
     (folder / "predictions.csv").write_bytes(predictions.read_bytes())
-    (folder / "model.json").write_text(json.dumps({"classes": classes, "train_positives": train_positives,
+    (folder / "model.json").write_text(json.dumps({"model": {"backbone": "resnet10t"}, "image_size": 32,
+                                                   "classes": classes, "train_positives": train_positives,
                                                    "thresholds": thresholds}))
     return folder / "predictions.csv"
 

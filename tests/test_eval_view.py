@@ -18,6 +18,7 @@ from cxrlt.evaluation.metrics import monitor_metrics
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.training.data import load_run_data, warn_whole_image_evaluation
 from cxrlt.inference.saved_model import load_model
+from cxrlt.models.card import ModelCard
 from cxrlt.inference.predict import predict_probabilities
 from cxrlt.runs.train import train
 from cxrlt.training.tau import mean_f1_at_half
@@ -139,7 +140,7 @@ def test_a_train_crop_without_eval_transforms_warns_at_run_start(data_dir, caplo
 def test_model_json_without_eval_transforms_means_none_and_a_random_one_is_refused(tmp_path):
     from cxrlt.config import ModelConfig
     from cxrlt.models.build import build_model
-    from cxrlt.inference.saved_model import ModelCard, export_model
+    from cxrlt.inference.saved_model import export_model
 
     config = ModelConfig(backbone="resnet10t")
     export_model(build_model(config, 2), tmp_path,

@@ -126,7 +126,8 @@ def test_groups_come_from_the_training_counts_saved_with_the_run(files, tmp_path
     preds = run / "predictions.csv"
     preds.write_bytes(files["preds"].read_bytes())
     saved = [5, 80, 300, 40]  # training positives unlike the evaluated labels' (Mass the most frequent here)
-    (run / "model.json").write_text(json.dumps({"classes": CLASSES[::-1], "train_positives": saved[::-1]}))
+    (run / "model.json").write_text(json.dumps({"model": {"backbone": "resnet10t"}, "classes": CLASSES[::-1],
+                                                "image_size": 32, "train_positives": saved[::-1]}))
     out = tmp_path / "m.json"
     assert main(["evaluate", "--predictions", str(preds), "--labels", str(files["labels"]), "--json", str(out)]) == 0
     stdout = capsys.readouterr().out
@@ -142,4 +143,4 @@ def test_groups_come_from_the_training_counts_saved_with_the_run(files, tmp_path
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--predictions", str(files["preds"]), "--labels", str(files["labels"]), "--json", str(out),
                  "--groups-from", str(tmp_path / "empty")]) == 2
-    assert "no model.json here" in capsys.readouterr().err
+    assert "no model card (model.json) here" in capsys.readouterr().err

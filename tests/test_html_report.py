@@ -102,7 +102,8 @@ def make_run(folder: Path, bootstrap: int = 1000) -> Path:
     val = {"split": "val", "n_images": 80,
            "per_class": {"Atelectasis": {"auc": 0.777}, HOSTILE: {"auc": 0.666}, "Hernia": {"auc": None}}}
     (folder / "metrics_val.json").write_text(json.dumps(val))
-    (folder / "model.json").write_text(json.dumps({"classes": CLASSES, "train_positives": TRAIN_POSITIVES,
+    (folder / "model.json").write_text(json.dumps({"model": {"backbone": "resnet10t"}, "classes": CLASSES,
+                                                   "image_size": 64, "train_positives": TRAIN_POSITIVES,
                                                    "groups": GROUPS}))
     (folder / "environment.json").write_text(json.dumps({"cxrlt": "0.1.0", "python": "3.11"}))
     stage = folder / "stages" / "01-main"
@@ -283,14 +284,11 @@ def test_missing_curves_are_drawn_from_predictions_and_the_runs_labels(tmp_path,
     labels = rng.integers(0, 2, size=(40, 3)).astype(float)
     labels[5, 1] = np.nan
     probs = rng.random((40, 3))
-    split = ["train"] * 10 + ["val"] * 10 + ["test"] * 20
-    frame = {"path": ids, "split": split, **{c: labels[:, j] for j, c in enumerate(CLASSES)}}
     import pandas as pd
 
-    pd.DataFrame(frame).to_csv(run / "labels.csv", index=False)
-    config = _config()
-    config["data"]["sources"][0]["labels"] = str(run / "labels.csv")
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    from cxrlt.evaluation.predictions import write_labels
+
+    write_labels(run / "labels.csv", ids[20:], CLASSES, labels[20:])  # the run's saved test labels
     test_rows = np.arange(20, 40)[::-1]  # predictions in another order than the labels
     pd.DataFrame({"image_id": [ids[i] for i in test_rows],
                   **{c: probs[test_rows, j] for j, c in enumerate(CLASSES)}}).to_csv(run / "predictions.csv",
@@ -311,7 +309,7 @@ def test_missing_curves_are_drawn_from_predictions_and_the_runs_labels(tmp_path,
     page = parse(text)
     titles = [a["alt"] for t, a in page.tags if t == "img"]
     assert "ROC curves" in titles and "Precision-recall curves" in titles
-    assert "the curves below were drawn from predictions.csv and the run&#x27;s labels" in text
+    assert "the curves below were drawn from predictions.csv and labels.csv" in text
     got_labels, got_probs, classes, groups = seen["roc"]
     assert classes == CLASSES and groups == ["medium", "head", "tail"]
     # rows follow the prediction table, each matched to its labels by image id

@@ -20,7 +20,8 @@ from cxrlt.models.build import build_model
 from cxrlt.models.heads.experts import take_last_stage
 from cxrlt.models.graph import gcn_adjacency
 from cxrlt.models.label_graph import GraphFile
-from cxrlt.inference.saved_model import ModelCard, export_model, load_model
+from cxrlt.inference.saved_model import export_model, load_model
+from cxrlt.models.card import ModelCard
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Pleural Effusion", "Edema", "Mass"]
 LABELS = (np.random.default_rng(0).random((300, 5)) < [0.4, 0.2, 0.3, 0.1, 0.05]).astype(np.float32)

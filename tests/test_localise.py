@@ -31,7 +31,8 @@ from cxrlt.explain.localisation import (
     wilson_interval,
 )
 from cxrlt.models.build import CxrModel, build_model
-from cxrlt.inference.saved_model import ModelCard, export_model
+from cxrlt.inference.saved_model import export_model
+from cxrlt.models.card import ModelCard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

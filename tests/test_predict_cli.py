@@ -12,7 +12,8 @@ from cxrlt.config import ModelConfig
 from cxrlt.data.images import load_image
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.models.build import build_model
-from cxrlt.inference.saved_model import ModelCard, export_model
+from cxrlt.inference.saved_model import export_model
+from cxrlt.models.card import ModelCard
 
 CLASSES = ["Atelectasis", "Effusion", "Hernia"]
 

@@ -16,7 +16,8 @@ from cxrlt.inference.tta import TestTimeAugmentation, parse_tta
 from cxrlt.errors import ConfigError
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.models.build import build_model
-from cxrlt.inference.saved_model import ModelCard, export_model
+from cxrlt.inference.saved_model import export_model
+from cxrlt.models.card import ModelCard
 from cxrlt.inference.predict import predict_probabilities
 
 

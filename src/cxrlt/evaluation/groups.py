@@ -67,27 +67,25 @@ def training_positives(
     the caller falls back to the evaluated labels and says so.
     """
     from cxrlt.errors import InputError
-    from cxrlt.evaluation.saved import find_model_meta, read_model_meta, saved_per_class
+    from cxrlt.evaluation.saved import saved_per_class
 
     if groups_from is not None:
         groups_from = Path(groups_from)
         if groups_from.is_dir() or groups_from.suffix == ".json":
-            meta_path = find_model_meta(groups_from)
-            if meta_path is None:
-                raise InputError("no model.json here (a run folder, a model folder or its model.json was expected)",
-                                 groups_from)
-            counts = saved_per_class(read_model_meta(meta_path), "train_positives", classes)
+            counts, card = saved_per_class(groups_from, "train_positives", classes)
+            if card is None:
+                raise InputError("no model card (model.json) here: a run folder, a model folder or its model.json "
+                                 "was expected", groups_from)
             if counts is None:
-                raise InputError(f"holds no training positives for the classes {', '.join(classes)}", meta_path)
-            return counts, f"groups from the training positives saved in {meta_path}"
+                raise InputError(f"holds no training positives for the classes {', '.join(classes)}", card)
+            return counts, f"groups from the training positives saved in {card}"
         from cxrlt.evaluation.predictions import read_label_csv
 
         train = read_label_csv(groups_from, id_column, classes, allow_missing_classes=True)
         return np.sum(train.values == 1, axis=0), f"groups from the training positives in {groups_from}"
     for path in predictions:
-        meta_path = find_model_meta(path)
-        counts = None if meta_path is None else saved_per_class(read_model_meta(meta_path), "train_positives", classes)
+        counts, card = saved_per_class(path, "train_positives", classes)
         if counts is not None:
-            return counts, f"groups from the training positives saved in {meta_path}"
+            return counts, f"groups from the training positives saved in {card}"
     return None, ("groups from the evaluated labels' positive counts (no saved training counts beside the "
                   "predictions: give --groups-from TRAIN.csv or a run folder)")

@@ -42,11 +42,10 @@ from cxrlt.config import parse_yaml
 from cxrlt.errors import CxrltError, InputError
 from cxrlt.evaluation.groups import GROUPS
 from cxrlt.evaluation.plots import GROUP_COLOURS
-from cxrlt.evaluation.saved import saved_per_class
 from cxrlt.io import read_json, write_text
+from cxrlt.layout import ModelFiles, RunFiles
+from cxrlt.models.card import ModelCard
 
-REPORT_FILE = "report.html"
-CAM_DIR = "plots/cams"
 _MAX_CAMS = 24  # overlays embedded at most: each is ~100 kB
 _BAR_PX = 120  # width of the largest training-positives bar
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +71,7 @@ class _Run:
     config: dict[str, Any] = field(default_factory=dict)
     config_text: str = ""
     metrics_val: dict[str, Any] | None = None
-    model: dict[str, Any] | None = None
+    model: ModelCard | None = None
     environment: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -88,7 +87,7 @@ def write_html_report(run_dir: str | Path, out: str | Path | None = None) -> Pat
     """
     run_dir = Path(run_dir)
     page = render_html_report(run_dir)
-    return write_text(Path(out) if out is not None else run_dir / REPORT_FILE, page)
+    return write_text(Path(out) if out is not None else RunFiles(run_dir).report_html, page)
 
 
 def render_html_report(run_dir: str | Path) -> str:
@@ -121,34 +120,46 @@ def render_html_report(run_dir: str | Path) -> str:
 def _read_run(run_dir: Path) -> _Run:
     if not run_dir.is_dir():
         raise InputError("is not a folder; give a run folder made by `cxrlt train`", run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
+    files = RunFiles(run_dir)
+    if not files.headline_metrics.is_file():
         raise InputError(
-            "has no metrics.json, so there is nothing to report; finish the run (`cxrlt train --resume`) "
-            "or evaluate it (`cxrlt evaluate RUN_DIR`) first", run_dir)
-    metrics = read_json(metrics_path)
+            f"has no {files.headline_metrics.name}, so there is nothing to report; finish the run "
+            "(`cxrlt train --resume`) or evaluate it (`cxrlt evaluate RUN_DIR`) first", run_dir)
+    metrics = read_json(files.headline_metrics)
     if not isinstance(metrics, dict) or not isinstance(metrics.get("per_class"), dict):
-        raise InputError("is not a cxrlt metrics file: expected an object with a `per_class` section", metrics_path)
+        raise InputError("is not a cxrlt metrics file: expected an object with a `per_class` section",
+                         files.headline_metrics)
     run = _Run(path=run_dir, metrics=metrics)
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        run.config_text = config_path.read_text(encoding="utf-8")
+    if files.config.is_file():
+        run.config_text = files.config.read_text(encoding="utf-8")
         try:
-            loaded = parse_yaml(run.config_text, str(config_path))
+            loaded = parse_yaml(run.config_text, str(files.config))
         except yaml.YAMLError as exc:
-            raise InputError(f"is not valid YAML ({exc})", config_path) from None
+            raise InputError(f"is not valid YAML ({exc})", files.config) from None
         run.config = loaded if isinstance(loaded, dict) else {}
     else:
-        run.notes.append("config.yaml is missing: the setup cards are empty.")
-    for name, attribute in (("metrics_val.json", "metrics_val"), ("model.json", "model"),
-                            ("environment.json", "environment")):
-        if (run_dir / name).is_file():
-            setattr(run, attribute, read_json(run_dir / name))
-    for done in sorted(run_dir.glob("stages/*/done.json")):
-        record = read_json(done)
-        if isinstance(record, dict):
-            run.stages.append({"folder": done.parent.name, **record})
+        run.notes.append(f"{files.config.name} is missing: the setup cards are empty.")
+    validation = files.metrics("val", _headline(run))
+    if validation != files.headline_metrics and validation.is_file():
+        run.metrics_val = read_json(validation)
+    if files.environment.is_file():
+        run.environment = read_json(files.environment)
+    if files.model.card.is_file():
+        try:
+            run.model = ModelCard.read(files.model.card)
+        except InputError as exc:
+            run.notes.append(f"the model card could not be read ({exc}); training positives are unknown.")
+    for stage in files.stage_folders():
+        if stage.done.is_file():
+            record = read_json(stage.done)
+            if isinstance(record, dict):
+                run.stages.append({"folder": stage.folder.name, **record})
     return run
+
+
+def _headline(run: _Run) -> str:
+    """The split whose metrics are `metrics.json` (it says so itself)."""
+    return str(run.metrics.get("split", "test"))
 
 
 def _png(path: Path) -> bytes | None:
@@ -413,7 +424,7 @@ def _class_table(run: _Run) -> str:
     table = (f"<table class=\"classes\"><thead><tr>{heads}</tr>"
              f"</thead><tbody>{''.join(rows)}</tbody></table>")
     caption = ("Rows are sorted by training positives (most frequent first) and coloured by group; "
-               if train_positives is not None else "Training positives are unknown (no model.json); ")
+               if train_positives is not None else f"Training positives are unknown (no {ModelFiles.CARD}); ")
     caption += ("under AUC and AP: their " + _interval_label(intervals) + "."
                 if intervals else "no confidence intervals.")
     return _section("classes", "Per-class results",
@@ -421,7 +432,7 @@ def _class_table(run: _Run) -> str:
 
 
 def _train_positives(run: _Run, classes: list[str]) -> list[float] | None:
-    counts = saved_per_class(run.model or {}, "train_positives", classes)
+    counts = None if run.model is None else run.model.per_class("train_positives", classes)
     return None if counts is None else counts.tolist()
 
 
@@ -460,7 +471,8 @@ def _group_table(run: _Run) -> str:
 
 
 def _curves(run: _Run) -> str:
-    roc, pr = _png(run.path / "plots" / "roc.png"), _png(run.path / "plots" / "pr.png")
+    files = RunFiles(run.path)
+    roc, pr = _png(files.plot("roc")), _png(files.plot("pr"))
     note = ""
     if roc is None or pr is None:
         drawn, note = _draw_curves(run)
@@ -472,7 +484,7 @@ def _curves(run: _Run) -> str:
     if pr is not None:
         figures.append(_img(_Figure("Precision-recall curves", pr,
                                     "One panel per class, coloured by group; dotted: prevalence.")))
-    bars = _png(run.path / "plots" / "per_class.png")
+    bars = _png(files.plot("per_class"))
     if bars is not None:
         figures.append(_img(_Figure("Per-class AUC and AP", bars)))
     content = (_absent(note) if note else "") + "".join(figures)
@@ -480,17 +492,18 @@ def _curves(run: _Run) -> str:
 
 
 def _draw_curves(run: _Run) -> tuple[dict[str, bytes], str]:
-    """ROC / PR figures from the saved predictions and the run's labels, when the PNGs are missing."""
-    split = run.metrics.get("split", "test")
-    predictions = run.path / "predictions.csv"
+    """ROC / PR figures from the saved predictions and labels of the headline split, when the PNGs are missing."""
+    files = RunFiles(run.path)
+    predictions, labels = files.headline_predictions, files.headline_labels
     if not predictions.is_file():
-        return {}, "ROC and PR curves cannot be drawn: plots/roc.png, plots/pr.png and predictions.csv are missing."
+        return {}, (f"ROC and PR curves cannot be drawn: {files.plot('roc').name}, {files.plot('pr').name} and "
+                    f"{predictions.name} are missing.")
     try:
-        labels_table = _split_labels(run.path, split)
         from cxrlt.evaluation.plots import pr_figure, roc_figure
-        from cxrlt.evaluation.predictions import align, read_predictions
+        from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
 
-        aligned = align(read_predictions(predictions), labels_table)
+        table = read_predictions(predictions)
+        aligned = align(table, read_label_csv(labels, classes=table.classes))
     except CxrltError as exc:
         return {}, f"ROC and PR curves cannot be drawn: the plots are missing and the labels could not be read or matched ({exc})."
     per_class = run.metrics["per_class"]
@@ -498,23 +511,13 @@ def _draw_curves(run: _Run) -> tuple[dict[str, bytes], str]:
     group_list = None if any(g is None for g in groups) else groups
     return ({"roc": _figure_png(roc_figure(aligned.labels, aligned.probs, aligned.classes, group_list)),
              "pr": _figure_png(pr_figure(aligned.labels, aligned.probs, aligned.classes, group_list))},
-            "plots/roc.png or plots/pr.png was missing: the curves below were drawn from predictions.csv "
-            "and the run's labels.")
-
-
-def _split_labels(run_dir: Path, split: str) -> Any:
-    """The labels of `split` as a ClassTable, read through the run's data config (no images are opened)."""
-    from cxrlt.config import load_config
-    from cxrlt.data.sources import load_table
-    from cxrlt.evaluation.predictions import ClassTable
-
-    part = load_table(load_config(run_dir / "config.yaml").data).split(split)
-    return ClassTable(ids=part.image_ids, classes=tuple(part.classes), values=part.labels)
+            f"{files.plot('roc').name} or {files.plot('pr').name} was missing: the curves below were drawn from "
+            f"{predictions.name} and {labels.name}.")
 
 
 def _calibration(run: _Run) -> str:
     calibration = _calibration_data(run)
-    figure = _png(run.path / "plots" / "reliability.png")
+    figure = _png(RunFiles(run.path).plot("reliability"))
     parts = []
     if calibration is None:
         parts.append(_absent("No calibration measures: metrics.json has no `calibration` section."))
@@ -530,20 +533,20 @@ def _calibration(run: _Run) -> str:
     if figure is not None:
         parts.append(_img(_Figure("Reliability diagram", figure)))
     elif calibration is not None:
-        parts.append(_absent("plots/reliability.png is missing."))
+        parts.append(_absent(f"{RunFiles(run.path).plot('reliability').name} is missing."))
     return _section("calibration", "Calibration", "".join(parts))
 
 
 def _label_distribution(run: _Run) -> str:
-    folder = run.path / "plots" / "train_labels"
+    files = RunFiles(run.path)
     pair = [_img(_Figure(title, data), "figure") for data, title in (
-        (_png(folder / "label_distribution.png"), "Training label distribution"),
-        (_png(folder / "labels_per_image.png"), "Labels per image")) if data is not None]
-    cooccurrence = _png(folder / "cooccurrence.png")
+        (_png(files.label_plot("distribution")), "Training label distribution"),
+        (_png(files.label_plot("labels_per_image")), "Labels per image")) if data is not None]
+    cooccurrence = _png(files.label_plot("cooccurrence"))
     if not pair and cooccurrence is None:
         return _section("labels", "Training labels",
-                        _absent("No label plots (plots/train_labels/ is missing); training positives per class "
-                                "are the bars in the per-class table."))
+                        _absent("No label plots (the run has no training label plots); training positives per "
+                                "class are the bars in the per-class table."))
     content = f"<div class=\"pair\">{''.join(pair)}</div>" if pair else ""
     if cooccurrence is not None:
         content += _img(_Figure("Label co-occurrence", cooccurrence), "figure wide")
@@ -552,14 +555,14 @@ def _label_distribution(run: _Run) -> str:
 
 def _training(run: _Run) -> str:
     parts = []
-    curves = _png(run.path / "plots" / "training_curves.png")
+    curves = _png(RunFiles(run.path).plot("training_curves"))
     if curves is None:
         curves = _draw_training_curves(run.path)
     if curves is not None:
         parts.append(_img(_Figure("Training curves", curves,
                                   "Training loss and validation metrics per epoch; dashed lines separate stages.")))
     else:
-        parts.append(_absent("No training curves: no stages/*/logs/metrics.csv in the run folder."))
+        parts.append(_absent("No training curves: the run folder holds no stage logs."))
     if run.stages:
         rows = "".join(
             f"<tr><th scope=\"row\">{_e(s.get('stage', s['folder']))}</th><td class=\"num\">{_e(s.get('epochs_run', '?'))}</td>"
@@ -584,14 +587,15 @@ def _draw_training_curves(run_dir: Path) -> bytes | None:
 
 
 def _cams(run: _Run) -> str:
-    folder = run.path / CAM_DIR
+    folder = RunFiles(run.path).cams
+    shown_name = folder.relative_to(run.path)
     files = [p for p in sorted(folder.rglob("*.png")) if _png(p) is not None] if folder.is_dir() else []
     if not files:
         return _section("cams", "Example class activation maps",
-                        _absent(f"No class activation maps: {CAM_DIR}/ holds no PNG overlay for this run."))
+                        _absent(f"No class activation maps: {shown_name}/ holds no PNG overlay for this run."))
     names = [str(p.relative_to(folder).with_suffix("")) for p in files[:_MAX_CAMS]]
     shown = [_img(_Figure(f"class map {name}", p.read_bytes(), name)) for name, p in zip(names, files)]
-    note = (_absent(f"Showing the first {_MAX_CAMS} of {len(files)} overlays in {CAM_DIR}/.")
+    note = (_absent(f"Showing the first {_MAX_CAMS} of {len(files)} overlays in {shown_name}/.")
             if len(files) > _MAX_CAMS else "")
     return _section("cams", "Example class activation maps", f"{note}<div class=\"pair\">{''.join(shown)}</div>")
 
@@ -599,11 +603,11 @@ def _cams(run: _Run) -> str:
 def _configuration(run: _Run) -> str:
     parts = []
     if run.config_text:
-        parts.append(f"<details><summary>config.yaml</summary><pre>{_e(run.config_text)}</pre></details>")
+        parts.append(f"<details><summary>{RunFiles.CONFIG}</summary><pre>{_e(run.config_text)}</pre></details>")
     if run.environment:
         lines = "\n".join(f"{k}: {v}" for k, v in run.environment.items())
-        parts.append(f"<details><summary>environment.json</summary><pre>{_e(lines)}</pre></details>")
-    return _section("configuration", "Configuration", "".join(parts) or _absent("config.yaml is missing."))
+        parts.append(f"<details><summary>{RunFiles(run.path).environment.name}</summary><pre>{_e(lines)}</pre></details>")
+    return _section("configuration", "Configuration", "".join(parts) or _absent(f"{RunFiles.CONFIG} is missing."))
 
 
 _NAV = "<nav>" + "".join(f"<a href=\"#{anchor}\">{title}</a>" for anchor, title in (

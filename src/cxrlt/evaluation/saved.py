@@ -1,9 +1,9 @@
 """What a prediction table is scored with besides its labels: training positives and tuned thresholds.
 
-`cxrlt train` writes `model.json` into the run folder, beside its
-`predictions.csv`: the model's `classes`, `train_positives` (per class, on
-the training split: what head / medium / tail are made of) and `thresholds`
-(per class, tuned on validation). `cxrlt evaluate` and `cxrlt compare` read
+`cxrlt train` writes its model card (`cxrlt.models.card`) into the run
+folder, beside its predictions: the model's `classes`, `train_positives`
+(per class, on the training split: what head / medium / tail are made of)
+and `thresholds` (per class, tuned on validation). `cxrlt evaluate` and `cxrlt compare` read
 them here when they score prediction tables of such a run, or tune
 thresholds on validation predictions given to them.
 """
@@ -11,53 +11,29 @@ thresholds on validation predictions given to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from cxrlt.errors import InputError
-from cxrlt.io import read_json
 from cxrlt.labels import canonical_key
-
-# The name `cxrlt.training.export` writes (not imported from there: that module loads torch).
-MODEL_META = "model.json"
+from cxrlt.models.card import ModelCard, find_card
 
 
-def find_model_meta(path: str | Path) -> Path | None:
-    """The `model.json` that `path` is, that the folder `path` holds, or that lies beside the file `path`."""
-    path = Path(path)
-    for candidate in (path, path / MODEL_META, path.parent / MODEL_META):
-        if candidate.name == MODEL_META and candidate.is_file():
-            return candidate
-    return None
+def saved_per_class(path: str | Path, field: str, classes: Sequence[str]) -> tuple[np.ndarray | None, Path | None]:
+    """(`field` per class in the order of `classes`, the card it came from) for the model card at or beside `path`.
 
-
-def read_model_meta(path: Path) -> dict[str, Any]:
-    """A `model.json` as a mapping (an InputError when it is not one)."""
-    meta = read_json(path)
-    if not isinstance(meta, dict) or not isinstance(meta.get("classes"), list):
-        raise InputError("is not a cxrlt model description (no `classes` list)", path)
-    return meta
-
-
-def saved_per_class(meta: Mapping[str, Any], key: str, classes: Sequence[str]) -> np.ndarray | None:
-    """`meta[key]` (one number per saved class) in the order of `classes`, matched by canonical name.
-
-    None when the key is absent or the saved classes are not `classes`.
+    (None, card path) when the card has no such values for these classes;
+    (None, None) when there is no card.
     """
-    values, names = meta.get(key), meta.get("classes")
-    if not isinstance(values, list) or not isinstance(names, list) or len(values) != len(names):
-        return None
-    position = {canonical_key(name): j for j, name in enumerate(names)}
-    if len(names) != len(classes) or any(canonical_key(c) not in position for c in classes):
-        return None
-    return np.array([values[position[canonical_key(c)]] for c in classes], dtype=np.float64)  # None -> NaN
+    card = find_card(path)
+    if card is None:
+        return None, None
+    return ModelCard.read(card).per_class(field, classes), card
 
 
 def saved_thresholds(predictions: str | Path, classes: Sequence[str]) -> np.ndarray | None:
     """The thresholds tuned on validation by the run the prediction table `predictions` lies in, or None."""
-    meta_path = find_model_meta(predictions)
-    return None if meta_path is None else saved_per_class(read_model_meta(meta_path), "thresholds", classes)
+    return saved_per_class(predictions, "thresholds", classes)[0]
 
 
 def tuned_thresholds(val_predictions: Path, val_labels: Path, classes: Sequence[str], id_column: str | None,

@@ -48,7 +48,7 @@ from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import canonical_key
 
 if TYPE_CHECKING:
-    from cxrlt.inference.saved_model import ModelCard
+    from cxrlt.models.card import ModelCard
 
 NIH_BOX_FRAME = 1024
 # NIH's BBox file says "Infiltrate" where the label file says "Infiltration".

@@ -24,7 +24,7 @@ import numpy as np
 from cxrlt.io import save_figure
 
 if TYPE_CHECKING:
-    from cxrlt.inference.saved_model import ModelCard
+    from cxrlt.models.card import ModelCard
 
 
 def blend(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: float = 0.6) -> np.ndarray:

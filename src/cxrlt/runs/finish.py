@@ -34,7 +34,8 @@ from cxrlt.io import write_json
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.data import RunData
-from cxrlt.inference.saved_model import ModelCard, export_model, load_model
+from cxrlt.inference.saved_model import export_model, load_model
+from cxrlt.models.card import ModelCard
 from cxrlt.inference.predict import predict_probabilities
 from cxrlt.training.stages import Stage
 
