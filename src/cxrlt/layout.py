@@ -16,10 +16,15 @@ changes in one line. Layout of a run folder::
                   train_labels/, cams/
     RUN_DIR/report.md, report.html
 
-and of a k-fold folder::
+of a k-fold folder::
 
     KFOLD_DIR/kfold.yaml, kfold.json, folds/K/ (a run folder + fold.json),
     KFOLD_DIR/predictions_oof.csv, metrics_oof.json, predictions.csv, metrics.json
+
+and of a sweep folder::
+
+    SWEEP_DIR/base.yaml, sweep.json, runs/VARIANT/seedN/ (a run folder), logs/VARIANT-seedN.log,
+    SWEEP_DIR/results.csv, summary.md, summary.json, summary.png
 """
 
 from __future__ import annotations
@@ -264,3 +269,53 @@ class KFoldFiles:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+
+@dataclass(frozen=True)
+class SweepFiles:
+    """Every path of a sweep folder (`cxrlt sweep`)."""
+
+    path: Path
+
+    BASE = "base.yaml"
+    STATE = "sweep.json"
+    ENTRIES = ("base.yaml", "sweep.json", "runs", "logs", "results.csv", "summary.md", "summary.json", "summary.png")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def base(self) -> Path:
+        """The base configuration every run applies its overrides to (written last at start)."""
+        return self.path / self.BASE
+
+    @property
+    def state(self) -> Path:
+        """Variants, seeds, baseline, and what happened to each run (time, error)."""
+        return self.path / self.STATE
+
+    def run(self, variant: str, seed: int) -> RunFiles:
+        """The run folder of one variant and seed."""
+        return RunFiles(self.path / "runs" / variant / f"seed{seed}")
+
+    def log(self, variant: str, seed: int) -> Path:
+        """Output of the `cxrlt train` process of one run (appended to on every attempt)."""
+        return self.path / "logs" / f"{variant}-seed{seed}.log"
+
+    @property
+    def results(self) -> Path:
+        """One row per run: variant, seed, status, time and every metric overall and per group."""
+        return self.path / "results.csv"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def plot(self) -> Path:
+        """Per group, the variants side by side with their seeds."""
+        return self.path / "summary.png"

@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "labels": "cxrlt.commands.labels",
     "train": "cxrlt.commands.train",
     "kfold": "cxrlt.commands.kfold",
+    "sweep": "cxrlt.commands.sweep",
     "evaluate": "cxrlt.commands.evaluate",
     "compare": "cxrlt.commands.compare",
     "report": "cxrlt.commands.report",

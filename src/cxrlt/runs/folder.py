@@ -1,4 +1,4 @@
-"""Run and k-fold folders: their ownership and their one writer (the names are `cxrlt.layout`'s).
+"""Run, k-fold and sweep folders: their ownership and their one writer (the names are `cxrlt.layout`'s).
 
 A folder is claimed for cxrlt (`cxrlt.ownership`: the marker `cxrlt.json`)
 before anything is written into it, locked by its writer (`cxrlt.lock`) for
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cxrlt.errors import ConfigError
-from cxrlt.layout import KFoldFiles, RunFiles
+from cxrlt.layout import KFoldFiles, RunFiles, SweepFiles
 from cxrlt.ownership import FolderLock, OwnedFolder, check_claimable, claim, is_writer, owned, wait_for_writer
 
 KIND = "run"
@@ -101,3 +101,23 @@ class KFoldFolder(KFoldFiles):
         """In a non-writing rank: wait until rank 0 holds the folder and has started it."""
         wait_for_writer(self.path, lambda folder: KFoldFiles(folder).config.is_file(),
                         what=f"the k-fold folder {self.path}")
+
+
+class SweepFolder(SweepFiles):
+    """A sweep folder's paths and ownership (a sweep never adopts an unmarked folder: it is newer than markers)."""
+
+    KIND = "sweep"
+
+    @property
+    def started(self) -> bool:
+        return self.base.is_file()
+
+    def check_claimable(self) -> None:
+        """Refuse now, writing nothing, a folder `claim` would refuse."""
+        check_claimable(self.path, self.KIND, hint=HINT)
+
+    def claim(self) -> OwnedFolder:
+        """Mark the folder as a sweep (new or empty, or already one): nothing foreign is touched."""
+        folder = claim(self.path, self.KIND, hint=HINT)
+        folder.record(*self.ENTRIES)
+        return folder

@@ -1,0 +1,623 @@
+"""Sweeps: variants of one base configuration over seeds, each an ordinary run, then one summary.
+
+A variant is a name and a list of `key=value` overrides of the base
+configuration: every combination of `--grid KEY=V1,V2` values, or a named
+`--variant NAME:KEY=V,KEY=V`. Run (variant, seed) applies the variant's
+overrides, `train.seed=SEED` and `name=BASE-VARIANT-seedSEED` to the base;
+everything else, `data.split.seed` included, stays as the base has it, so
+every run of a sweep is evaluated on the same images and the variants can
+be compared image by image (paired).
+
+A run is exactly the plain command `cxrlt sweep --print-commands` prints:
+`cxrlt train DIR/base.yaml OVERRIDES --out DIR/runs/VARIANT/seedN`, or
+`cxrlt train --resume DIR/runs/VARIANT/seedN` once the run has started. The
+sweep runs it in a process of its own, which keeps a failing run from
+taking the others down, pins it to its share of the machine (with `--jobs
+N`: GPU number k mod the visible GPUs, and the CPU threads split evenly),
+and makes a sweep that is stopped and started again do what one plain run
+does: finished runs (their metrics, predictions and labels saved) are
+skipped, started ones resume from their last finished epoch.
+
+Shared first stages: a run whose first stage would train exactly as an
+earlier run of the same seed (same configuration apart from its name, its
+later stages and its evaluation settings), such as `bce` and `bce` followed
+by classifier re-training, gets a copy of that finished stage and trains
+only its own later stages. It waits for that run when both are pending.
+
+The sweep folder (`cxrlt.layout.SweepFiles`) is claimed as a cxrlt folder
+of kind "sweep" and locked while a sweep command works on it. `sweep.json`
+holds the variants, seeds and baseline, and the time, attempts and last
+error of every run this sweep ran; later calls may add variants and seeds
+but not change one. The summary is `cxrlt.evaluation.sweep`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import yaml
+
+from cxrlt.config import RunConfig, apply_overrides, load_yaml, parse_config
+from cxrlt.errors import ConfigError, CxrltError, InputError, Interrupted, clip, echo
+from cxrlt.io import read_json, write_json, write_text
+from cxrlt.layout import RunFiles
+from cxrlt.ownership import check_name, is_locked
+from cxrlt.runs.folder import RunFolder, SweepFolder
+
+if TYPE_CHECKING:
+    from cxrlt.evaluation.sweep import RunOutcome
+
+SEED_KEY = "train.seed"
+POLL_SECONDS = 0.5
+# Exit code of a `cxrlt` command stopped by Ctrl-C (`cxrlt.errors.Interrupted`).
+INTERRUPTED = 130
+
+
+# ------------------------------------------------------------------ variants
+@dataclass(frozen=True)
+class Variant:
+    """A name and the overrides it applies to the base configuration."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+
+def split_values(text: str) -> list[str]:
+    """Split at the commas outside brackets, braces and quotes (`a,[1,2],'x,y'` has three values)."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts]
+
+
+def _override(text: str, where: str) -> str:
+    key, equals, _ = text.partition("=")
+    if not equals or not key.strip():
+        raise ConfigError(f"{where}: {echo(text)} is not KEY=VALUE (e.g. loss.name=focal)")
+    if key.strip() == SEED_KEY:
+        raise ConfigError(f"{where}: {SEED_KEY} is set per run from --seeds; give the seeds there")
+    return f"{key.strip()}={text.partition('=')[2]}"
+
+
+def grid_variants(grids: Sequence[str]) -> list[Variant]:
+    """Every combination of the `KEY=V1,V2,...` grids, named by their values joined with '-'."""
+    axes: list[list[tuple[str, str]]] = []
+    for grid in grids:
+        key, equals, values = grid.partition("=")
+        where = f"--grid {clip(grid)}"
+        if not equals or not key.strip() or not values.strip():
+            raise ConfigError(f"{where}: expected KEY=V1,V2,... (e.g. loss.name=bce,focal)")
+        _override(f"{key}=x", where)
+        axes.append([(key.strip(), value) for value in split_values(values)])
+    variants: list[Variant] = [Variant("", ())]
+    for axis in axes:
+        variants = [Variant(f"{v.name}-{value}" if v.name else value, v.overrides + (f"{key}={value}",))
+                    for v in variants for key, value in axis]
+    if not axes:
+        return []
+    for variant in variants:
+        _check_variant_name(variant.name, "--grid values")
+    return variants
+
+
+def named_variant(text: str) -> Variant:
+    """`NAME:KEY=V,KEY=V` (or `NAME` / `NAME:` for the base as it is)."""
+    name, _, overrides = text.partition(":")
+    _check_variant_name(name.strip(), f"--variant {clip(text)}")
+    items = [item for item in split_values(overrides) if item] if overrides.strip() else []
+    return Variant(name.strip(), tuple(_override(item, f"--variant {name.strip()}") for item in items))
+
+
+def _check_variant_name(name: str, where: str) -> None:
+    try:
+        check_name(name, "variant name")
+    except InputError as exc:
+        raise ConfigError(f"{where}: {exc}; name it with --variant NAME:KEY=VALUE,...") from None
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """`0,1,2` as (0, 1, 2): distinct integers."""
+    try:
+        seeds = tuple(int(part) for part in split_values(text))
+    except ValueError:
+        raise ConfigError(f"--seeds {echo(text)}: expected integers separated by commas, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {echo(text)}: a seed is repeated")
+    return seeds
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep runs: its variants in order, its seeds and the variant the others are compared with."""
+
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...]
+    baseline: str
+
+    @classmethod
+    def build(cls, variants: Sequence[Variant], seeds: Sequence[int], baseline: str | None) -> "SweepSpec":
+        names = [v.name for v in variants]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"variant name(s) {', '.join(repeated)} given more than once; every variant needs its "
+                              "own name (name grid points with --variant NAME:KEY=VALUE,...)")
+        if not variants:
+            raise ConfigError("give the variants to run: --grid KEY=V1,V2 and/or --variant NAME:KEY=VALUE,...")
+        if not seeds:
+            raise ConfigError("give at least one seed (--seeds 0,1,2)")
+        chosen = baseline or names[0]
+        if chosen not in names:
+            raise ConfigError(f"--baseline {echo(chosen)} is not one of the variants ({', '.join(names)})")
+        return cls(tuple(variants), tuple(seeds), chosen)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"variants": {v.name: list(v.overrides) for v in self.variants}, "seeds": list(self.seeds),
+                "baseline": self.baseline}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SweepSpec":
+        variants = tuple(Variant(name, tuple(overrides)) for name, overrides in data["variants"].items())
+        return cls(variants, tuple(int(s) for s in data["seeds"]), data["baseline"])
+
+    def extend(self, other: "SweepSpec | None", folder: Path) -> "SweepSpec":
+        """This (saved) sweep with `other`'s new variants and seeds added; a changed variant is refused."""
+        if other is None:
+            return self
+        mine = {v.name: v for v in self.variants}
+        for variant in other.variants:
+            if variant.name in mine and mine[variant.name].overrides != variant.overrides:
+                raise ConfigError(
+                    f"{folder} already runs variant {variant.name} as {' '.join(mine[variant.name].overrides) or '(the base)'}, "
+                    f"not {' '.join(variant.overrides) or '(the base)'}; a sweep may gain variants and seeds but not "
+                    "change one: give this one another name, or use another --out folder")
+        variants = self.variants + tuple(v for v in other.variants if v.name not in mine)
+        seeds = self.seeds + tuple(s for s in other.seeds if s not in self.seeds)
+        return SweepSpec(variants, seeds, other.baseline)
+
+
+# ---------------------------------------------------------------------- runs
+@dataclass
+class PlannedRun:
+    """One (variant, seed) of a sweep: its overrides, resolved configuration and folder."""
+
+    variant: str
+    seed: int
+    overrides: tuple[str, ...]
+    config: RunConfig
+    files: RunFiles
+    donor: "PlannedRun | None" = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+    @property
+    def started(self) -> bool:
+        return RunFolder(self.files.path).started
+
+    @property
+    def finished(self) -> bool:
+        """Its headline metrics, predictions and labels are saved (what the summary reads)."""
+        files = self.files
+        return files.headline_metrics.is_file() and files.headline_predictions.is_file() \
+            and files.headline_labels.is_file()
+
+    def first_stage(self) -> Path:
+        """Folder of its first stage."""
+        return self.files.stage(0, self.config.stage_list()[0].name).folder
+
+
+def first_stage_key(config: RunConfig) -> str:
+    """Everything that decides how the first stage trains: the configuration without name, later stages, evaluation."""
+    raw = config.model_dump(mode="json")
+    del raw["name"], raw["evaluation"]
+    raw["stages"] = [config.stage_list()[0].model_dump(mode="json")]
+    return json.dumps(raw, sort_keys=True)
+
+
+def plan_runs(base: dict[str, Any], spec: SweepSpec, folder: SweepFolder) -> list[PlannedRun]:
+    """Every run of the sweep, seed by seed (all variants of the first seed first), each configuration validated."""
+    name = str(base.get("name") or "run")
+    runs: list[PlannedRun] = []
+    first_stages: dict[str, PlannedRun] = {}
+    for seed in spec.seeds:
+        for variant in spec.variants:
+            overrides = variant.overrides + (f"{SEED_KEY}={seed}", f"name={name}-{variant.name}-seed{seed}")
+            config = parse_config(apply_overrides(base, overrides),
+                                  origin=f"variant {variant.name} (overrides {' '.join(variant.overrides) or 'none'})")
+            run = PlannedRun(variant.name, seed, overrides, config, folder.run(variant.name, seed))
+            run.donor = first_stages.setdefault(first_stage_key(config), run)
+            if run.donor is run:
+                run.donor = None
+            runs.append(run)
+    return runs
+
+
+def train_arguments(run: PlannedRun, base: Path) -> list[str]:
+    """Arguments of the `cxrlt` command that trains (or resumes) `run`."""
+    if run.started:
+        return ["train", "--resume", str(run.files.path), "--no-progress"]
+    return ["train", str(base), *run.overrides, "--out", str(run.files.path), "--no-progress"]
+
+
+# --------------------------------------------------------------------- sweep
+@dataclass
+class Job:
+    """A run in progress in its own process."""
+
+    run: PlannedRun
+    process: subprocess.Popen
+    started: float
+    log_offset: int
+    slot: int
+
+
+@dataclass
+class Sweep:
+    """A sweep folder, its base configuration and its planned runs."""
+
+    folder: SweepFolder
+    base: dict[str, Any]
+    spec: SweepSpec
+    runs: list[PlannedRun] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # ---------------------------------------------------------- opening
+    @classmethod
+    def open(cls, out: str | Path, base: str | Path | None = None, spec: SweepSpec | None = None) -> "Sweep":
+        """The sweep in `out`: a new one of `base` and `spec`, or the saved one (with `spec`'s additions).
+
+        Every run's configuration is validated; nothing is written.
+        """
+        folder = SweepFolder(out)
+        if folder.started:
+            saved = load_yaml(folder.base)
+            if base is not None and load_yaml(base) != saved:
+                raise ConfigError(
+                    f"{folder.path} holds a sweep of another base configuration (its {folder.BASE}) than {base}; "
+                    f"continue it with `cxrlt sweep --resume {folder.path}`, or choose another --out folder")
+            state = read_json(folder.state)
+            merged = SweepSpec.from_json(state).extend(spec, folder.path)
+            sweep = cls(folder, saved, merged, records=dict(state.get("runs", {})))
+        else:
+            folder.check_claimable()
+            if base is None or spec is None:
+                raise ConfigError(f"{folder.path} holds no sweep (no {folder.BASE}); start one with "
+                                  "`cxrlt sweep BASE.yaml --variant ... --seeds ... --out DIR`")
+            sweep = cls(folder, load_yaml(base), spec)
+        sweep.runs = plan_runs(sweep.base, sweep.spec, folder)
+        return sweep
+
+    def save(self) -> None:
+        """Claim the folder and write the spec and records (the base last when new: it marks a started sweep)."""
+        self.folder.claim()
+        write_json(self.folder.state, {**self.spec.to_json(), "runs": self.records})
+        if not self.folder.started:
+            write_text(self.folder.base, yaml.safe_dump(self.base, sort_keys=False))
+
+    # ---------------------------------------------------------- commands
+    def pending(self) -> list[PlannedRun]:
+        """Runs neither finished nor being written by another process."""
+        return [run for run in self.runs if not run.finished and not is_locked(run.files.path)]
+
+    def commands(self) -> list[str]:
+        """One plain `cxrlt train` command per pending run (first stages already finished elsewhere are copied in)."""
+        lines = []
+        for run in self.pending():
+            self._check_started(run)
+            self._reuse_first_stage(run)
+            lines.append(shlex.join(["cxrlt", *train_arguments(run, self.folder.base)]))
+        return lines
+
+    def _check_started(self, run: PlannedRun) -> None:
+        """A started run must be the one this sweep would start (else its folder belongs to another experiment)."""
+        if not run.started:
+            return
+        saved = parse_config(load_yaml(run.files.config), origin=str(run.files.config))
+        if saved.model_dump(mode="json") != run.config.model_dump(mode="json"):
+            raise ConfigError(
+                f"{run.files.path} holds a run with other settings than variant {run.variant}, seed {run.seed} of "
+                f"this sweep (its config.yaml differs); move that folder away to run it again")
+
+    def _reuse_first_stage(self, run: PlannedRun) -> bool:
+        """Copy the donor's finished first stage into a run that has not started; whether it was copied."""
+        donor = run.donor
+        target = run.first_stage()
+        if donor is None or run.started or target.exists():
+            return False
+        source = donor.first_stage()
+        if not (source / "done.json").is_file():
+            return False
+        RunFolder(run.files.path).claim()
+        staging = target.parent / f".{target.name}.copy"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        os.replace(staging, target)
+        return True
+
+    # ---------------------------------------------------------- running
+    def train(self, jobs: int = 1, progress: bool = True, executable: Sequence[str] | None = None) -> None:
+        """Train every pending run, `jobs` at a time, each in its own `cxrlt train` process."""
+        from cxrlt.progress import progress_bar
+
+        command = list(executable or [sys.executable, "-m", "cxrlt"])
+        todo = self.pending()
+        busy = [run for run in self.runs if not run.finished and run not in todo]
+        threads, gpus = cpu_threads(jobs), visible_gpus()
+        total, done = len(self.runs), sum(run.finished for run in self.runs)
+        print(_plan_text(self, todo, busy, jobs, threads, gpus), flush=True)
+        running: dict[int, Job] = {}
+        attempted = 0
+        seconds = 0.0
+        bar = progress_bar(total=total, initial=done, enabled=progress, desc="sweep", unit="run", dynamic_ncols=True)
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        try:
+            while todo or running:
+                for slot in range(jobs):
+                    if slot in running:
+                        continue
+                    run = next((r for r in todo if not _waits_for_donor(r, todo, running)), None)
+                    if run is None:
+                        break
+                    todo.remove(run)
+                    job = self._launch(run, slot, command, threads, gpus)
+                    if job is not None:
+                        running[slot] = job
+                time.sleep(POLL_SECONDS if running else 0)
+                for slot, job in list(running.items()):
+                    if job.process.poll() is None:
+                        continue
+                    del running[slot]
+                    record = self._record(job)
+                    attempted += 1
+                    seconds += time.monotonic() - job.started
+                    done += record["status"] == "finished"
+                    bar.update(record["status"] == "finished")
+                    left = len(todo) + len(running)
+                    bar.write(_finished_line(job.run, record, done, total, seconds / attempted * left / jobs))
+        except KeyboardInterrupt:
+            self._stop(running)
+            finished = sum(run.finished for run in self.runs)
+            raise Interrupted(
+                f"sweep stopped with {finished} of {total} runs finished"
+                + (f"; {', '.join(job.run.key for job in running.values())} stopped after their last finished "
+                   "epoch" if running else "")
+                + f". Continue with `cxrlt sweep --resume {self.folder.path}` (finished runs are skipped, stopped "
+                  "ones resume)") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            bar.close()
+
+    def _launch(self, run: PlannedRun, slot: int, command: list[str], threads: int, gpus: list[str]) -> Job | None:
+        try:
+            self._check_started(run)
+            if self._reuse_first_stage(run):
+                print(f"{run.key}: reuses the finished stage {run.first_stage().name} of {run.donor.key}", flush=True)
+        except CxrltError as exc:
+            self.records[run.key] = {**self.records.get(run.key, {}), "status": "failed", "error": str(exc)}
+            self.save()
+            print(f"{run.key}: failed: {exc}", flush=True)
+            return None
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "CXRLT_NO_PROGRESS": "1"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        arguments = [*command, *train_arguments(run, self.folder.base)]
+        log = self.folder.log(run.variant, run.seed)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        offset = log.stat().st_size if log.is_file() else 0
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"$ {shlex.join(arguments)}\n")
+            out.flush()
+            # A session of its own: a Ctrl-C in the terminal reaches the sweep alone, which stops each run once.
+            process = subprocess.Popen(arguments, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True, preexec_fn=partial(_die_with, os.getpid()))
+        return Job(run, process, time.monotonic(), offset, slot)
+
+    def _record(self, job: Job) -> dict[str, Any]:
+        """Note how a run's process ended in sweep.json; the record."""
+        run, code = job.run, job.process.returncode
+        previous = self.records.get(run.key, {})
+        record = {
+            "status": "finished" if code == 0 and run.finished else
+                      "interrupted" if code == INTERRUPTED else "failed",
+            "seconds": round(float(previous.get("seconds") or 0.0) + time.monotonic() - job.started, 3),
+            "attempts": int(previous.get("attempts") or 0) + 1,
+            "exit_code": code,
+            "error": None if code == 0 and run.finished else _error_text(self.folder.log(run.variant, run.seed),
+                                                                            job.log_offset, code),
+        }
+        self.records[run.key] = record
+        write_json(self.folder.state, {**self.spec.to_json(), "runs": self.records})
+        return record
+
+    def _stop(self, running: dict[int, Job]) -> None:
+        """Ctrl-C each run once and wait for them to save; a second Ctrl-C kills them."""
+        for job in running.values():
+            _signal(job.process, signal.SIGINT)
+        try:
+            for job in running.values():
+                job.process.wait()
+        except KeyboardInterrupt:
+            for job in running.values():
+                _signal(job.process, signal.SIGKILL)
+                job.process.wait()
+        for job in running.values():
+            self._record(job)
+
+
+def _die_with(parent: int) -> None:
+    """In a run's process before it starts: Ctrl-C stops it even when the sweep was started ignoring SIGINT
+    (`nohup ... &`), and it dies with the sweep."""
+    from cxrlt.processes import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    die_with_parent(parent)
+
+
+def _terminate_as_interrupt(number: int, frame: Any) -> None:
+    """SIGTERM (`kill`, a batch system's stop) ends a sweep as Ctrl-C does: its runs are stopped and saved."""
+    raise KeyboardInterrupt
+
+
+def _signal(process: subprocess.Popen, number: int) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, number)
+        except ProcessLookupError:
+            pass
+
+
+def _waits_for_donor(run: PlannedRun, todo: list[PlannedRun], running: dict[int, Job]) -> bool:
+    """Whether the run whose first stage `run` would reuse is still to run or running."""
+    donor = run.donor
+    return donor is not None and (donor in todo or any(job.run is donor for job in running.values()))
+
+
+def cpu_threads(jobs: int) -> int:
+    """Threads per run: OMP_NUM_THREADS (else the CPU cores this process may use) split evenly over `jobs`."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    total = int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+    return max(1, total // jobs)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs runs are spread over: CUDA_VISIBLE_DEVICES's entries, else every GPU torch sees."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [entry.strip() for entry in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if entry.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _error_text(log: Path, offset: int, code: int) -> str:
+    """The run's own error paragraph from its log (what `cxrlt train` printed last), else its exit code."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            handle.seek(offset)
+            lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    ours = [line for line in lines if line.startswith(("cxrlt train: error:", "cxrlt train: interrupted:"))]
+    text = ours[-1].split(":", 2)[2].strip() if ours else (lines[-1] if lines else "no output")
+    return f"exit code {code}: {clip(text, 600)} (log: {log})"
+
+
+def _plan_text(sweep: Sweep, todo: list[PlannedRun], busy: list[PlannedRun], jobs: int, threads: int,
+               gpus: list[str]) -> str:
+    runs = sweep.runs
+    finished = sum(run.finished for run in runs)
+    resumed = sum(run.started for run in todo)
+    where = f"GPUs {','.join(gpus)}" if gpus else "CPU"
+    text = (f"sweep {sweep.folder.path}: {len(sweep.spec.variants)} variant(s) x {len(sweep.spec.seeds)} seed(s) = "
+            f"{len(runs)} runs; {finished} finished, {resumed} to resume, {len(todo) - resumed} to start"
+            f"; {jobs} at a time on {where}, {threads} CPU thread(s) each")
+    if busy:
+        text += f"\nin use by another process (skipped): {', '.join(run.key for run in busy)}"
+    return text
+
+
+def _finished_line(run: PlannedRun, record: dict[str, Any], done: int, total: int, left_seconds: float) -> str:
+    line = f"[{done}/{total}] {run.key}: {record['status']} after {record['seconds']:.0f} s"
+    if record["status"] == "finished":
+        mean = read_json(run.files.headline_metrics)["mean"]
+        line += f"; {'; '.join(f'{k} {mean[k]:.4f}' for k in ('auc', 'ap') if mean.get(k) is not None)}"
+    else:
+        line += f": {record['error']}"
+    if left_seconds > 0:
+        line += f" (about {left_seconds / 60:.0f} min left)"
+    return line
+
+
+# ------------------------------------------------------------------ results
+def outcomes(sweep: Sweep) -> list["RunOutcome"]:
+    """Where every run stands, variant by variant (the order of results.csv)."""
+    from cxrlt.evaluation.sweep import RunOutcome
+
+    by_key = {run.key: run for run in sweep.runs}
+    out = []
+    for variant in sweep.spec.variants:
+        for seed in sweep.spec.seeds:
+            run = by_key[f"{variant.name}/seed{seed}"]
+            record = sweep.records.get(run.key, {})
+            if run.finished:
+                status, error = "finished", None
+            elif is_locked(run.files.path):
+                status, error = "running", None
+            elif record.get("status") in ("failed", "interrupted"):
+                status, error = record["status"], record.get("error")
+            else:
+                status, error = "pending", None
+            out.append(RunOutcome(run.variant, run.seed, status, run.files, record.get("seconds"), error))
+    return out
+
+
+def patient_keys(config: RunConfig) -> dict[str, str] | None:
+    """Image id -> patient of the data the runs were evaluated on (None, with a note, when they cannot be read)."""
+    from cxrlt.data.sources import load_table
+    from cxrlt.data.splits import patient_groups
+
+    try:
+        table = load_table(config.data)
+    except CxrltError as exc:
+        print(f"note: the paired intervals resample images, not patients: the run's data cannot be read ({exc})",
+              flush=True)
+        return None
+    return dict(zip((str(i) for i in table.image_ids), patient_groups(table)))
+
+
+def collect(sweep: Sweep, resamples: int = 1000) -> dict[str, Any]:
+    """Write results.csv and the summary (json, md, png) from the runs as they are now; the summary."""
+    from cxrlt.evaluation.sweep import write_summary
+
+    states = outcomes(sweep)
+    finished = [run for run in sweep.runs if run.finished]
+    first = next((run for run in finished if run.variant == sweep.spec.baseline), finished[0] if finished else None)
+    patients = patient_keys(first.config) if first is not None else None
+    return write_summary(sweep.folder, states, [v.name for v in sweep.spec.variants], sweep.spec.baseline, patients,
+                         resamples, title=f"Sweep {sweep.folder.path}")
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, progress: bool = True, train: bool = True,
+              resamples: int = 1000) -> dict[str, Any]:
+    """Hold the sweep folder, train what is pending (unless `train` is false), then summarise."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if resamples < 1:
+        raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {resamples}")
+    with sweep.folder.claim().lock("sweep"):
+        sweep.save()
+        if train:
+            sweep.train(jobs, progress)
+        return collect(sweep, resamples)
+
+
+def pending_commands(sweep: Sweep) -> list[str]:
+    """Hold the sweep folder and return one `cxrlt train` command per pending run."""
+    with sweep.folder.claim().lock("sweep"):
+        sweep.save()
+        return sweep.commands()
