@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxrlt.errors import InputError
+from cxrlt.evaluation.groups import GROUPS
 from cxrlt.io import read_json, save_figure, write_dataframe_csv, write_json, write_text
 from cxrlt.layout import RunFiles, SweepFiles
 
@@ -131,7 +132,8 @@ def _positives(metrics: dict[str, Any]) -> dict[str, Any]:
     for group in groups.values():
         counts = [per_class[name]["positives"] for name in group["classes"]]
         group.update(min=min(counts), max=max(counts), total=sum(counts))
-    return {"per_class": per_class, "groups": groups}
+    ordered = [g for g in GROUPS if g in groups] + sorted(set(groups) - set(GROUPS))
+    return {"per_class": per_class, "groups": {g: groups[g] for g in ordered}}
 
 
 def seed_average(files: Sequence[Path], reference: Any) -> np.ndarray:

@@ -364,69 +364,86 @@ class Sweep:
         """Train every pending run, `jobs` at a time, each in its own `cxrlt train` process."""
         from cxrlt.progress import progress_bar
 
-        command = list(executable or [sys.executable, "-m", "cxrlt"])
-        todo = self.pending()
-        busy = [run for run in self.runs if not run.finished and run not in todo]
-        threads, gpus = cpu_threads(jobs), visible_gpus()
+        pending = self.pending()
+        busy = [run for run in self.runs if not run.finished and run not in pending]
+        todo = self._read_data(pending)
+        pool = _Pool(list(executable or [sys.executable, "-m", "cxrlt"]), jobs, cpu_threads(jobs), visible_gpus())
+        print(_plan_text(self, todo, busy, pool), flush=True)
         total, done = len(self.runs), sum(run.finished for run in self.runs)
-        print(_plan_text(self, todo, busy, jobs, threads, gpus), flush=True)
-        running: dict[int, Job] = {}
-        attempted = 0
-        seconds = 0.0
         bar = progress_bar(total=total, initial=done, enabled=progress, desc="sweep", unit="run", dynamic_ncols=True)
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         try:
-            while todo or running:
-                for slot in range(jobs):
-                    if slot in running:
-                        continue
-                    run = next((r for r in todo if not _waits_for_donor(r, todo, running)), None)
+            while todo or pool.running:
+                for slot in pool.free_slots():
+                    run = next((r for r in todo if not _waits_for_donor(r, todo, pool.running)), None)
                     if run is None:
                         break
                     todo.remove(run)
-                    job = self._launch(run, slot, command, threads, gpus)
-                    if job is not None:
-                        running[slot] = job
-                time.sleep(POLL_SECONDS if running else 0)
-                for slot, job in list(running.items()):
-                    if job.process.poll() is None:
-                        continue
-                    del running[slot]
+                    self._launch(run, slot, pool)
+                time.sleep(POLL_SECONDS if pool.running else 0)
+                for job in pool.ended():
                     record = self._record(job)
-                    attempted += 1
-                    seconds += time.monotonic() - job.started
                     done += record["status"] == "finished"
                     bar.update(record["status"] == "finished")
-                    left = len(todo) + len(running)
-                    bar.write(_finished_line(job.run, record, done, total, seconds / attempted * left / jobs))
+                    bar.write(_finished_line(job.run, record, done, total, pool.seconds_left(len(todo))))
         except KeyboardInterrupt:
-            self._stop(running)
-            finished = sum(run.finished for run in self.runs)
+            stopped = list(pool.running.values())
+            self._stop(stopped)
             raise Interrupted(
-                f"sweep stopped with {finished} of {total} runs finished"
-                + (f"; {', '.join(job.run.key for job in running.values())} stopped after their last finished "
-                   "epoch" if running else "")
+                f"sweep stopped with {sum(run.finished for run in self.runs)} of {total} runs finished"
+                + (f"; {', '.join(job.run.key for job in stopped)} stopped after their last finished epoch"
+                   if stopped else "")
                 + f". Continue with `cxrlt sweep --resume {self.folder.path}` (finished runs are skipped, stopped "
                   "ones resume)") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
             bar.close()
 
-    def _launch(self, run: PlannedRun, slot: int, command: list[str], threads: int, gpus: list[str]) -> Job | None:
+    def _read_data(self, runs: list[PlannedRun]) -> list[PlannedRun]:
+        """Read each data set of `runs` once, here, before any run starts; the runs whose data could be read.
+
+        A generated source (`synthetic`) writes its images on first read, and
+        two runs starting together would write them at the same time. A data
+        set that cannot be read fails its runs, with the reason, up front.
+        """
+        from cxrlt.data.sources import load_table
+
+        problems: dict[str, str | None] = {}
+        readable = []
+        for run in runs:
+            key = json.dumps(run.config.data.model_dump(mode="json"), sort_keys=True)
+            if key not in problems:
+                try:
+                    load_table(run.config.data)
+                    problems[key] = None
+                except CxrltError as exc:
+                    problems[key] = str(exc)
+            if problems[key] is None:
+                readable.append(run)
+            else:
+                self._fail(run, f"its data cannot be read: {problems[key]}")
+        return readable
+
+    def _fail(self, run: PlannedRun, error: str) -> None:
+        """Record a run that could not be started."""
+        self.records[run.key] = {**self.records.get(run.key, {}), "status": "failed", "error": error}
+        write_json(self.folder.state, {**self.spec.to_json(), "runs": self.records})
+        print(f"{run.key}: failed: {error}", flush=True)
+
+    def _launch(self, run: PlannedRun, slot: int, pool: "_Pool") -> None:
+        """Start the process of `run` in `slot` (or record why it cannot start)."""
         try:
             self._check_started(run)
             if self._reuse_first_stage(run):
                 print(f"{run.key}: reuses the finished stage {run.first_stage().name} of {run.donor.key}", flush=True)
         except CxrltError as exc:
-            self.records[run.key] = {**self.records.get(run.key, {}), "status": "failed", "error": str(exc)}
-            self.save()
-            print(f"{run.key}: failed: {exc}", flush=True)
-            return None
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            self._fail(run, str(exc))
+            return
+        env = {**os.environ, "OMP_NUM_THREADS": str(pool.threads), "MKL_NUM_THREADS": str(pool.threads),
                "CXRLT_NO_PROGRESS": "1"}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-        arguments = [*command, *train_arguments(run, self.folder.base)]
+        if pool.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = pool.gpus[slot % len(pool.gpus)]
+        arguments = [*pool.command, *train_arguments(run, self.folder.base)]
         log = self.folder.log(run.variant, run.seed)
         log.parent.mkdir(parents=True, exist_ok=True)
         offset = log.stat().st_size if log.is_file() else 0
@@ -436,7 +453,7 @@ class Sweep:
             # A session of its own: a Ctrl-C in the terminal reaches the sweep alone, which stops each run once.
             process = subprocess.Popen(arguments, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True, preexec_fn=partial(_die_with, os.getpid()))
-        return Job(run, process, time.monotonic(), offset, slot)
+        pool.running[slot] = Job(run, process, time.monotonic(), offset, slot)
 
     def _record(self, job: Job) -> dict[str, Any]:
         """Note how a run's process ended in sweep.json; the record."""
@@ -455,19 +472,48 @@ class Sweep:
         write_json(self.folder.state, {**self.spec.to_json(), "runs": self.records})
         return record
 
-    def _stop(self, running: dict[int, Job]) -> None:
+    def _stop(self, jobs: list[Job]) -> None:
         """Ctrl-C each run once and wait for them to save; a second Ctrl-C kills them."""
-        for job in running.values():
+        for job in jobs:
             _signal(job.process, signal.SIGINT)
         try:
-            for job in running.values():
+            for job in jobs:
                 job.process.wait()
         except KeyboardInterrupt:
-            for job in running.values():
+            for job in jobs:
                 _signal(job.process, signal.SIGKILL)
                 job.process.wait()
-        for job in running.values():
+        for job in jobs:
             self._record(job)
+
+
+@dataclass
+class _Pool:
+    """The processes of a sweep: how each is started, and which slot (device) each holds."""
+
+    command: list[str]
+    jobs: int
+    threads: int
+    gpus: list[str]
+    running: dict[int, Job] = field(default_factory=dict)
+    finished_seconds: list[float] = field(default_factory=list)
+
+    def free_slots(self) -> list[int]:
+        return [slot for slot in range(self.jobs) if slot not in self.running]
+
+    def ended(self) -> list[Job]:
+        """Jobs whose process has ended since the last call (their slots are free again)."""
+        done = [job for job in self.running.values() if job.process.poll() is not None]
+        for job in done:
+            del self.running[job.slot]
+            self.finished_seconds.append(time.monotonic() - job.started)
+        return done
+
+    def seconds_left(self, waiting: int) -> float:
+        """A rough time to the end: the mean run so far, for every run not ended, over the slots."""
+        if not self.finished_seconds:
+            return 0.0
+        return sum(self.finished_seconds) / len(self.finished_seconds) * (waiting + len(self.running)) / self.jobs
 
 
 def _die_with(parent: int) -> None:
@@ -527,15 +573,14 @@ def _error_text(log: Path, offset: int, code: int) -> str:
     return f"exit code {code}: {clip(text, 600)} (log: {log})"
 
 
-def _plan_text(sweep: Sweep, todo: list[PlannedRun], busy: list[PlannedRun], jobs: int, threads: int,
-               gpus: list[str]) -> str:
+def _plan_text(sweep: Sweep, todo: list[PlannedRun], busy: list[PlannedRun], pool: _Pool) -> str:
     runs = sweep.runs
     finished = sum(run.finished for run in runs)
     resumed = sum(run.started for run in todo)
-    where = f"GPUs {','.join(gpus)}" if gpus else "CPU"
+    where = f"GPUs {','.join(pool.gpus)}" if pool.gpus else "CPU"
     text = (f"sweep {sweep.folder.path}: {len(sweep.spec.variants)} variant(s) x {len(sweep.spec.seeds)} seed(s) = "
             f"{len(runs)} runs; {finished} finished, {resumed} to resume, {len(todo) - resumed} to start"
-            f"; {jobs} at a time on {where}, {threads} CPU thread(s) each")
+            f"; {pool.jobs} at a time on {where}, {pool.threads} CPU thread(s) each")
     if busy:
         text += f"\nin use by another process (skipped): {', '.join(run.key for run in busy)}"
     return text
