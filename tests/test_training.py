@@ -125,6 +125,34 @@ def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path, data_dir,
     assert ours_logs[["stage", "epoch", "val/auc"]].equals(their_logs[["stage", "epoch", "val/auc"]])
 
 
+@pytest.mark.slow
+def test_last_checkpoint_carries_the_best_score_of_its_own_epoch(tmp_path, data_dir, monkeypatch):
+    """A resumed run keeps the best epoch so far: `last.ckpt` holds the best score after that epoch's validation.
+
+    Saved before `best` had updated, it held the score of the epoch before (none after the first), and
+    the first epoch after a resume replaced `best.ckpt` whatever its score.
+    """
+    import torch
+
+    import cxrlt.runs.train as run_module
+    from cxrlt.evaluation.report import read_training_logs
+
+    class StopInSecondEpoch(run_module.StageFacts):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "StageFacts", StopInSecondEpoch)
+    run = tmp_path / "run"
+    with pytest.raises(run_module.Interrupted):
+        train(parse_config(tiny_config(data_dir, epochs=3, limit_train_batches=2)), run, progress=False)
+    checkpoint = torch.load(run / "stages/01-main/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    best = next(state for key, state in checkpoint["callbacks"].items() if "'monitor': 'val/auc'" in key)
+    first_epoch = read_training_logs(run).dropna(subset=["val/auc"])["val/auc"].iloc[0]
+    assert checkpoint["epoch"] == 0
+    assert best["best_model_score"] is not None and float(best["best_model_score"]) == pytest.approx(first_epoch)
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path, data_dir):
     run = tmp_path / "run"
     run.mkdir()

@@ -280,7 +280,8 @@ def summary_figure(summary: dict[str, Any]) -> Any:
         ax.set_xticks(range(len(scopes)), scopes)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    axes[-1].legend(fontsize=7, loc="best")
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=7, loc="best")
     fig.suptitle(f"{len(variants)} variants; dots: seeds, bars: mean ± sd", fontsize=10)
     return fig
 

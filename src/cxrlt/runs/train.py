@@ -249,10 +249,12 @@ def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | 
     best = ModelCheckpoint(dirpath=files.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1,
                            save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
     # `last.ckpt` at the end of every epoch, whatever the monitored metric did: what a resume starts from.
-    # It comes after `best` (and after early stopping, which Lightning runs before checkpoints) so that
-    # it carries their updated state.
+    # It must carry the updated state of `best` and of early stopping. With validation every epoch both
+    # update at the end of the training epoch, after validation; so `last` is saved there too, after them
+    # (Lightning runs checkpoint callbacks last, in the order given). Saved at validation end, it held the
+    # best score of the epoch before, and a resumed run replaced `best.ckpt` with a worse epoch.
     last_epoch = ModelCheckpoint(dirpath=files.checkpoints, filename="last", monitor=None, save_top_k=1,
-                                 save_on_train_epoch_end=False, enable_version_counter=False)
+                                 save_on_train_epoch_end=True, enable_version_counter=False)
     callbacks: list[L.Callback] = [best, last_epoch, LearningRateMonitor(logging_interval="step"),
                                    StageFacts(stage)]
     if train_cfg.ema_decay is not None:
