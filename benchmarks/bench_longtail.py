@@ -17,8 +17,11 @@ Methods: the losses with instance sampling and the SPEC defaults, BCE with
 class-balanced cycle sampling, and decoupled classifier re-training (cRT:
 a second stage that freezes the backbone, re-initialises the classifier
 and re-trains it with cycle sampling for 3 epochs) after BCE and after the
-class-aware loss. The first stage of a cRT variant trains exactly as its
-plain variant, so the sweep reuses that finished stage.
+class-aware loss (the default list, `DEFAULT`). `CLASSIFIER` lists methods
+that change only the classifier of a BCE backbone: tau-normalisation tuned
+on validation, cRT, and cRT with the class-aware loss. The first stage of
+these variants trains exactly as a plain variant's, so the sweep trains it
+once per seed and reuses it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 from typing import Sequence
 
 CRT = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 3}]"
+CRT_CAL = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 3, loss: class_aware}]"
 METHODS: dict[str, tuple[str, ...]] = {
     "bce": (),
     "weighted_bce": ("loss.name=weighted_bce",),
@@ -40,8 +44,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "bce+cycle": ("train.sampler.name=cycle",),
     "bce+crt": (CRT,),
     "cal+crt": ("loss.name=class_aware", CRT),
+    "bce+crt_cal": (CRT_CAL,),
+    "bce+tau": ("stages=[{name: main, tau_normalise: true}]",),
 }
-DEFAULT = [name for name in METHODS if name != "weighted_bce"]
+# The methods of the synthetic benchmark; the NIH one compares the classifier-side methods on one BCE backbone.
+DEFAULT = ["bce", "focal", "asl", "cal", "en_focal", "cb", "bce+cycle", "bce+crt", "cal+crt"]
+CLASSIFIER = ["bce", "bce+tau", "bce+crt", "bce+crt_cal"]
 
 
 def sweep_arguments(argv: Sequence[str]) -> list[str]:

@@ -91,19 +91,20 @@ def test_runs_share_a_first_stage_only_when_it_trains_identically(tmp_path):
     variants = [named_variant(text) for text in
                 ("bce:", "focal:loss.name=focal", f"bce+crt:{CRT}", f"focal+crt:loss.name=focal,{CRT}",
                  "bce-b:evaluation.threshold=sensitivity", f"bce+crt3:stages=[{{name: main, epochs: 3}}, "
-                 "{name: crt, freeze_backbone: true}]")]
+                 "{name: crt, freeze_backbone: true}]", "bce+tau:stages=[{name: main, tau_normalise: true}]")]
     runs = plan_runs(tiny_base(tmp_path / "data"), SweepSpec.build(variants, (0, 1), None), SweepFolder(tmp_path))
     donors = {run.key: run.donor.key if run.donor else None for run in runs}
     assert donors == {
         "bce/seed0": None, "focal/seed0": None, "bce+crt/seed0": "bce/seed0", "focal+crt/seed0": "focal/seed0",
         "bce-b/seed0": "bce/seed0",  # evaluation settings do not change training
         "bce+crt3/seed0": None,  # its first stage trains for 3 epochs, not 1
+        "bce+tau/seed0": "bce/seed0",  # tau-normalisation is tuned after training
         "bce/seed1": None, "focal/seed1": None, "bce+crt/seed1": "bce/seed1", "focal+crt/seed1": "focal/seed1",
-        "bce-b/seed1": "bce/seed1", "bce+crt3/seed1": None}
+        "bce-b/seed1": "bce/seed1", "bce+crt3/seed1": None, "bce+tau/seed1": "bce/seed1"}
     first = runs[0]
     assert first.files.path == tmp_path / "runs" / "bce" / "seed0"
     assert first.overrides == ("train.seed=0", "name=tiny-bce-seed0")
-    assert (runs[7].config.train.seed, runs[7].config.loss.name, runs[7].config.data.split.seed) == (1, "focal", 0)
+    assert (runs[8].config.train.seed, runs[8].config.loss.name, runs[8].config.data.split.seed) == (1, "focal", 0)
 
 
 # -------------------------------------------------------------------- summary

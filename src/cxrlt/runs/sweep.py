@@ -232,10 +232,15 @@ class PlannedRun:
 
 
 def first_stage_key(config: RunConfig) -> str:
-    """Everything that decides how the first stage trains: the configuration without name, later stages, evaluation."""
+    """Everything that decides how the first stage trains: the configuration without name, later stages, evaluation.
+
+    `tau_normalise` is left out too: it is tuned when a run finishes, after training.
+    """
     raw = config.model_dump(mode="json")
     del raw["name"], raw["evaluation"]
-    raw["stages"] = [config.stage_list()[0].model_dump(mode="json")]
+    first = config.stage_list()[0].model_dump(mode="json")
+    del first["tau_normalise"]
+    raw["stages"] = [first]
     return json.dumps(raw, sort_keys=True)
 
 
