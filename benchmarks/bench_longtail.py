@@ -18,10 +18,10 @@ class-balanced cycle sampling, and decoupled classifier re-training (cRT:
 a second stage that freezes the backbone, re-initialises the classifier
 and re-trains it with cycle sampling for 3 epochs) after BCE and after the
 class-aware loss (the default list, `DEFAULT`). `CLASSIFIER` lists methods
-that change only the classifier of a BCE backbone: tau-normalisation tuned
-on validation, cRT, and cRT with the class-aware loss. The first stage of
-these variants trains exactly as a plain variant's, so the sweep trains it
-once per seed and reuses it.
+that change only the classifier of a BCE backbone: re-training it with
+instance sampling (the control), cRT, and cRT with the class-aware loss.
+The first stage of these variants trains exactly as a plain variant's, so
+the sweep trains it once per seed and reuses it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Sequence
 
 CRT = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 3}]"
 CRT_CAL = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 3, loss: class_aware}]"
+# The control of cRT: the same re-training of the classifier without re-balancing (instance sampling).
+RT = "stages=[{name: main}, {name: rt, freeze_backbone: true, epochs: 3, sampler: instance}]"
 METHODS: dict[str, tuple[str, ...]] = {
     "bce": (),
     "weighted_bce": ("loss.name=weighted_bce",),
@@ -45,11 +47,11 @@ METHODS: dict[str, tuple[str, ...]] = {
     "bce+crt": (CRT,),
     "cal+crt": ("loss.name=class_aware", CRT),
     "bce+crt_cal": (CRT_CAL,),
-    "bce+tau": ("stages=[{name: main, tau_normalise: true}]",),
+    "bce+rt": (RT,),
 }
 # The methods of the synthetic benchmark; the NIH one compares the classifier-side methods on one BCE backbone.
 DEFAULT = ["bce", "focal", "asl", "cal", "en_focal", "cb", "bce+cycle", "bce+crt", "cal+crt"]
-CLASSIFIER = ["bce", "bce+tau", "bce+crt", "bce+crt_cal"]
+CLASSIFIER = ["bce", "bce+rt", "bce+crt", "bce+crt_cal"]
 
 
 def sweep_arguments(argv: Sequence[str]) -> list[str]:

@@ -43,13 +43,13 @@ def test_every_method_is_a_valid_run_and_crt_reuses_its_plain_first_stage(path, 
     by_key = {run.key: run for run in runs}
     assert {run.key: run.donor.key for run in runs if run.donor} == {
         f"{name}/seed{seed}": f"{'cal' if name == 'cal+crt' else 'bce'}/seed{seed}"
-        for seed in (0, 1) for name in ("bce+crt", "cal+crt", "bce+crt_cal", "bce+tau")}
+        for seed in (0, 1) for name in ("bce+crt", "cal+crt", "bce+crt_cal", "bce+rt")}
     assert by_key["cal/seed0"].config.loss.name == "class_aware"
     assert by_key["en_focal/seed1"].config.loss.name == "effective_number_focal"
     assert by_key["bce+cycle/seed0"].config.train.sampler.name == "cycle"
     crt = by_key["cal+crt/seed0"].config.stage_list()[1]
     assert crt.freeze_backbone and crt.epochs == 3 and by_key["cal+crt/seed0"].config.loss.name == "class_aware"
     assert by_key["bce+crt_cal/seed0"].config.stage_list()[1].loss.name == "class_aware"
-    assert by_key["bce+tau/seed0"].config.stage_list()[0].tau_normalise
+    assert by_key["bce+rt/seed0"].config.stage_list()[1].sampler.name == "instance"
     assert set(bench.DEFAULT) | set(bench.CLASSIFIER) <= set(bench.METHODS)
     assert all(not run.config.evaluation.report for run in runs)  # a sweep reads metrics and predictions only

@@ -145,7 +145,7 @@ def test_summary_numbers_equal_a_hand_computation(tmp_path):
         order = list(range(60)) if seed == 0 else list(range(59, -1, -1))
         fake_run(files, rng, [ids[i] for i in order], labels[order], val_ids, val_labels,
                  {"mean": auc, "head": auc + 0.1, "medium": auc, "tail": auc - 0.2})
-        outcomes.append(RunOutcome(variant, seed, "finished", files, seconds=10.0 * (seed + 1)))
+        outcomes.append(RunOutcome(variant, seed, "finished", files, seconds=10.0 * (seed + 1), cpu_seconds=4.0 + seed))
     outcomes.append(RunOutcome("focal", 2, "failed", sweep.run("focal", 2), 3.0, "exit code 2: no such backbone"))
 
     summary = summarise(outcomes, ["bce", "focal"], "bce", patients, resamples=200)
@@ -158,6 +158,7 @@ def test_summary_numbers_equal_a_hand_computation(tmp_path):
     assert focal["scores"]["tail_ap"]["mean"] == pytest.approx((0.60 + 0.61) / 2 / 2)
     assert summary["variants"]["bce"]["scores"]["head_f1_tuned"]["values"] == pytest.approx([0.80 / 3, 0.84 / 3])
     assert summary["variants"]["bce"]["seconds"]["mean"] == pytest.approx(15.0)
+    assert summary["variants"]["bce"]["cpu_seconds"]["mean"] == pytest.approx(4.5)
     assert summary["positives"]["groups"]["tail"] == {"classes": ["Hernia"], "min": int(labels[:, 2].sum()),
                                                      "max": int(labels[:, 2].sum()), "total": int(labels[:, 2].sum())}
 
@@ -232,7 +233,7 @@ def test_a_stopped_and_resumed_sweep_gives_the_results_of_an_uninterrupted_one(t
     assert f"cxrlt sweep: interrupted: sweep stopped with 1 of 6 runs finished; focal/seed0 stopped" in stderr
     assert f"Continue with `cxrlt sweep --resume {stopped}`" in stderr
     record = json.loads((stopped / "sweep.json").read_text())["runs"]["focal/seed0"]
-    assert record["status"] == "interrupted" and record["exit_code"] == 130
+    assert record["status"] == "interrupted" and record["exit_code"] == 130 and record["cpu_seconds"] > 1
     assert not (stopped / "runs/focal/seed0/metrics.json").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "cxrlt", "sweep", "--resume", str(stopped), "--no-progress",
@@ -247,8 +248,8 @@ def test_a_stopped_and_resumed_sweep_gives_the_results_of_an_uninterrupted_one(t
         ("broken", "0", "failed"), ("broken", "1", "failed")]
     assert "no_such_backbone" in ours[-1]["error"]
     for mine, other in zip(ours, theirs):
-        assert {k: v for k, v in mine.items() if k not in ("seconds", "error")} == \
-               {k: v for k, v in other.items() if k not in ("seconds", "error")}
+        assert {k: v for k, v in mine.items() if k not in ("seconds", "cpu_seconds", "error")} == \
+               {k: v for k, v in other.items() if k not in ("seconds", "cpu_seconds", "error")}
 
     # the summary of the real runs is their metrics.json, by hand
     summary = json.loads((stopped / "summary.json").read_text())

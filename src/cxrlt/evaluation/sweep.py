@@ -48,6 +48,7 @@ class RunOutcome:
     files: RunFiles
     seconds: float | None = None
     error: str | None = None
+    cpu_seconds: float | None = None
 
     def metrics(self) -> dict[str, Any]:
         return read_json(self.files.headline_metrics)
@@ -60,13 +61,13 @@ def scores(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def results_table(outcomes: Sequence[RunOutcome]) -> Any:
-    """One row per run: variant, seed, status, seconds, evaluated split and images, scores, error."""
+    """One row per run: variant, seed, status, wall and CPU seconds, evaluated split and images, scores, error."""
     import pandas as pd
 
     rows = []
     for outcome in outcomes:
         row: dict[str, Any] = {"variant": outcome.variant, "seed": outcome.seed, "status": outcome.status,
-                               "seconds": outcome.seconds}
+                               "seconds": outcome.seconds, "cpu_seconds": outcome.cpu_seconds}
         if outcome.status == "finished":
             metrics = outcome.metrics()
             row.update(split=metrics["split"], n_images=metrics["n_images"], **scores(metrics))
@@ -108,6 +109,7 @@ def summarise(outcomes: Sequence[RunOutcome], variants: Sequence[str], baseline:
             "not_finished": {str(o.seed): {"status": o.status, "error": o.error}
                              for o in runs if o.status != "finished"},
             "seconds": mean_sd([o.seconds for o in finished[name]]),
+            "cpu_seconds": mean_sd([o.cpu_seconds for o in finished[name]]),
             "scores": {key: {**mean_sd([r[key] for r in per_run]), "values": [r[key] for r in per_run]}
                        for key in keys},
             "vs_baseline": None,

@@ -279,6 +279,27 @@ class Job:
     started: float
     log_offset: int
     slot: int
+    cpu_seconds: float = 0.0
+
+    def reap(self, block: bool = False) -> bool:
+        """Whether the process has ended (waiting for it with `block`); notes the CPU time it and its children used.
+
+        The CPU time of a process reaches this one's children usage when it is
+        reaped, and only this call reaps it, so the difference is its own.
+        """
+        before = _children_cpu()
+        code = self.process.wait() if block else self.process.poll()
+        if code is None:
+            return False
+        self.cpu_seconds = _children_cpu() - before
+        return True
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -468,6 +489,7 @@ class Sweep:
             "status": "finished" if code == 0 and run.finished else
                       "interrupted" if code == INTERRUPTED else "failed",
             "seconds": round(float(previous.get("seconds") or 0.0) + time.monotonic() - job.started, 3),
+            "cpu_seconds": round(float(previous.get("cpu_seconds") or 0.0) + job.cpu_seconds, 3),
             "attempts": int(previous.get("attempts") or 0) + 1,
             "exit_code": code,
             "error": None if code == 0 and run.finished else _error_text(self.folder.log(run.variant, run.seed),
@@ -483,11 +505,11 @@ class Sweep:
             _signal(job.process, signal.SIGINT)
         try:
             for job in jobs:
-                job.process.wait()
+                job.reap(block=True)
         except KeyboardInterrupt:
             for job in jobs:
                 _signal(job.process, signal.SIGKILL)
-                job.process.wait()
+                job.reap(block=True)
         for job in jobs:
             self._record(job)
 
@@ -508,7 +530,7 @@ class _Pool:
 
     def ended(self) -> list[Job]:
         """Jobs whose process has ended since the last call (their slots are free again)."""
-        done = [job for job in self.running.values() if job.process.poll() is not None]
+        done = [job for job in list(self.running.values()) if job.reap()]
         for job in done:
             del self.running[job.slot]
             self.finished_seconds.append(time.monotonic() - job.started)
@@ -622,7 +644,8 @@ def outcomes(sweep: Sweep) -> list["RunOutcome"]:
                 status, error = record["status"], record.get("error")
             else:
                 status, error = "pending", None
-            out.append(RunOutcome(run.variant, run.seed, status, run.files, record.get("seconds"), error))
+            out.append(RunOutcome(run.variant, run.seed, status, run.files, record.get("seconds"), error,
+                                  record.get("cpu_seconds")))
     return out
 
 
