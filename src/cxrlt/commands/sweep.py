@@ -30,9 +30,9 @@ summarises what they wrote. Commands and run configurations read paths
 relative to the folder the sweep was started from.
 """
 EXAMPLE = """
-cxrlt sweep configs/nih128-quickstart.yaml --grid loss.name=bce,focal,asl --seeds 0,1,2 --out runs/losses
+cxrlt sweep configs/nih128-quickstart.yaml --grid=loss.name=bce,focal,asl --seeds 0,1,2 --out runs/losses
 cxrlt sweep run.yaml --variant bce: --variant cal:loss.name=class_aware --variant bce+crt:'stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 2}]' --seeds 0,1,2 --out runs/ltmethods --jobs 2
-cxrlt sweep --resume runs/losses --print-commands > jobs.txt   # then, once a scheduler has run them:
+cxrlt sweep --resume runs/losses --print-commands
 cxrlt sweep --resume runs/losses --collect
 """
 
