@@ -51,7 +51,7 @@ import yaml
 from cxrlt.config import RunConfig, apply_overrides, load_yaml, parse_config
 from cxrlt.errors import ConfigError, CxrltError, InputError, Interrupted, clip, echo
 from cxrlt.io import read_json, write_json, write_text
-from cxrlt.layout import RunFiles
+from cxrlt.layout import RunFiles, StageFiles
 from cxrlt.ownership import check_name, is_locked
 from cxrlt.runs.folder import RunFolder, SweepFolder
 
@@ -190,10 +190,10 @@ class SweepSpec:
         mine = {v.name: v for v in self.variants}
         for variant in other.variants:
             if variant.name in mine and mine[variant.name].overrides != variant.overrides:
+                before, after = (' '.join(v.overrides) or '(the base)' for v in (mine[variant.name], variant))
                 raise ConfigError(
-                    f"{folder} already runs variant {variant.name} as {' '.join(mine[variant.name].overrides) or '(the base)'}, "
-                    f"not {' '.join(variant.overrides) or '(the base)'}; a sweep may gain variants and seeds but not "
-                    "change one: give this one another name, or use another --out folder")
+                    f"{folder} already runs variant {variant.name} as {before}, not {after}; a sweep may gain "
+                    "variants and seeds but not change one: give this one another name, or use another --out folder")
         variants = self.variants + tuple(v for v in other.variants if v.name not in mine)
         seeds = self.seeds + tuple(s for s in other.seeds if s not in self.seeds)
         return SweepSpec(variants, seeds, other.baseline)
@@ -226,9 +226,9 @@ class PlannedRun:
         return files.headline_metrics.is_file() and files.headline_predictions.is_file() \
             and files.headline_labels.is_file()
 
-    def first_stage(self) -> Path:
-        """Folder of its first stage."""
-        return self.files.stage(0, self.config.stage_list()[0].name).folder
+    def first_stage(self) -> StageFiles:
+        """Its first stage's files."""
+        return self.files.stage(0, self.config.stage_list()[0].name)
 
 
 def first_stage_key(config: RunConfig) -> str:
@@ -372,16 +372,16 @@ class Sweep:
     def _reuse_first_stage(self, run: PlannedRun) -> bool:
         """Copy the donor's finished first stage into a run that has not started; whether it was copied."""
         donor = run.donor
-        target = run.first_stage()
+        target = run.first_stage().folder
         if donor is None or run.started or target.exists():
             return False
         source = donor.first_stage()
-        if not (source / "done.json").is_file():
+        if not source.done.is_file():
             return False
         RunFolder(run.files.path).claim()
         staging = target.parent / f".{target.name}.copy"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
+        shutil.copytree(source.folder, staging)
         os.replace(staging, target)
         return True
 
@@ -461,7 +461,8 @@ class Sweep:
         try:
             self._check_started(run)
             if self._reuse_first_stage(run):
-                print(f"{run.key}: reuses the finished stage {run.first_stage().name} of {run.donor.key}", flush=True)
+                print(f"{run.key}: reuses the finished stage {run.first_stage().folder.name} of {run.donor.key}",
+                      flush=True)
         except CxrltError as exc:
             self._fail(run, str(exc))
             return
