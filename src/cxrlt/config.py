@@ -268,13 +268,28 @@ class AugmentConfig(Strict):
     @field_validator("eval")
     @classmethod
     def _eval_is_deterministic(cls, specs: list[TransformSpec]) -> list[TransformSpec]:
-        from cxrlt.data.transforms import refuse_random
-
         try:
-            refuse_random([spec.name for spec in specs])
+            refuse_random_transforms([spec.name for spec in specs])
         except ConfigError as exc:
             raise PydanticCustomError("eval_transform", "{detail}", {"detail": str(exc)}) from None
         return specs
+
+
+def deterministic_transforms() -> list[str]:
+    """Registered transforms whose output depends on the image alone: those `augment.eval` accepts."""
+    registry = TransformSpec.lookup()
+    return [name for name in registry.names() if getattr(registry.entry(name).factory, "deterministic", False)]
+
+
+def refuse_random_transforms(names: Sequence[str]) -> None:
+    """ConfigError (without the key; the caller names it) when a name is not a deterministic transform."""
+    allowed = deterministic_transforms()
+    random = [f"{name} (item {i})" for i, name in enumerate(names) if name not in allowed]
+    if random:
+        raise ConfigError(
+            f"random transform {', '.join(random)}: evaluation transforms must be deterministic (the same image "
+            f"must always give the same prediction); choose from: {', '.join(allowed)}"
+        )
 
 
 class GroupsConfig(Strict):

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     """Compare A and B and print (and optionally write) the differences."""
     import numpy as np
 
-    from cxrlt.evaluation.bootstrap import paired_bootstrap, read_patients
+    from cxrlt.evaluation.bootstrap import paired_bootstrap
+    from cxrlt.evaluation.predictions import read_patients
     from cxrlt.evaluation.predictions import align, match_tables, read_label_csv, read_predictions
     from cxrlt.io import check_output
     from cxrlt.evaluation.saved import pair_thresholds

@@ -61,9 +61,9 @@ def _folder_tables(folder: Path) -> tuple[Path, Path]:
     if kfold.state.is_file():
         test, val = kfold.predictions, kfold.oof_predictions
     elif run.config.is_file():
-        from cxrlt.runs.train import load_run_config
+        from cxrlt.runs.folder import RunFolder
 
-        headline = load_run_config(folder).evaluation.split
+        headline = RunFolder(folder).load_config().evaluation.split
         test, val = run.predictions("test", headline), run.predictions("val", headline)
     else:
         raise InputError(f"neither a run folder ({run.CONFIG}) nor a k-fold folder ({kfold.STATE})", folder)
@@ -83,9 +83,9 @@ def _folder_val_labels(folder: Path):
 
         return oof_labels(folder)
     from cxrlt.training.data import load_run_data
-    from cxrlt.runs.train import load_run_config
+    from cxrlt.runs.folder import RunFolder
 
-    part = load_run_data(load_run_config(folder)).part("val")
+    part = load_run_data(RunFolder(folder).load_config()).part("val")
     return ClassTable(part.meta["image_id"].astype(str).to_numpy(dtype=object), tuple(part.classes), part.labels,
                       folder / "config.yaml")
 

@@ -170,7 +170,8 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
 
     report = result.to_dict(groups)
     if args.bootstrap:
-        from cxrlt.evaluation.bootstrap import bootstrap_metrics, read_patients
+        from cxrlt.evaluation.bootstrap import bootstrap_metrics
+        from cxrlt.evaluation.predictions import read_patients
 
         patients = None
         if args.patients is not None:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Train or resume every fold, merge, print the per-fold and merged scores."""
     from pathlib import Path
 
-    from cxrlt.cli import quiet_lightning
+    from cxrlt.training import quiet_lightning
     from cxrlt.config import load_config
     from cxrlt.runs.kfold import kfold, resume_kfold
     from cxrlt.errors import ConfigError

@@ -92,6 +92,7 @@ from torch.utils.data import Sampler
 
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.registry import Registry
+from cxrlt.seeds import stream_rng
 
 __all__ = [
     "SAMPLERS",
@@ -162,11 +163,6 @@ def _label_rates(indicators: np.ndarray, groups: np.ndarray, probs: np.ndarray) 
     """Eq. (1) for every indicator column: sum_j p(j) n_ij / n_j over sampling classes j."""
     cooc = indicators.T.astype(np.float64) @ indicators[:, groups].astype(np.float64)  # n_ij
     return (cooc / cooc[groups, np.arange(len(groups))]) @ probs
-
-
-def _stream_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    """Independent generator number `stream` of (seed, epoch)."""
-    return np.random.default_rng(np.random.SeedSequence(seed % 2**64, spawn_key=(epoch, stream)))
 
 
 def _cycled(members: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -263,7 +259,7 @@ class InstanceSampler(IndexSampler):
     """Plain shuffling: consecutive random permutations of all images."""
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        return _cycled(np.arange(self.num_images), length, _stream_rng(self.seed, epoch, 0))
+        return _cycled(np.arange(self.num_images), length, stream_rng(self.seed, epoch, 0))
 
     def expected_frequency(self) -> np.ndarray:
         """The natural frequencies (exact per epoch when num_samples is a multiple of N)."""
@@ -294,13 +290,13 @@ class CycleSampler(_ClassSampler):
     def _draw(self, epoch: int, length: int) -> np.ndarray:
         n_groups = len(self.groups)
         rounds = -(-length // n_groups)
-        order = np.argsort(_stream_rng(self.seed, epoch, 0).random((rounds, n_groups)), axis=1)
+        order = np.argsort(stream_rng(self.seed, epoch, 0).random((rounds, n_groups)), axis=1)
         picks = order.ravel()[:length]
         positions = np.argsort(picks, kind="stable")
         bounds = np.cumsum(np.bincount(picks, minlength=n_groups))[:-1]
         out = np.empty(length, dtype=np.int64)
         for g, where in enumerate(np.split(positions, bounds)):
-            out[where] = _cycled(self.members[g], len(where), _stream_rng(self.seed, epoch, 1 + g))
+            out[where] = _cycled(self.members[g], len(where), stream_rng(self.seed, epoch, 1 + g))
         return out
 
     def expected_frequency(self) -> np.ndarray:
@@ -324,8 +320,8 @@ class LeastSampledSampler(_ClassSampler):
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
         n_groups = len(self.groups)
-        ties = _stream_rng(self.seed, epoch, 0).random(length).tolist()
-        rngs = [_stream_rng(self.seed, epoch, 1 + g) for g in range(n_groups)]
+        ties = stream_rng(self.seed, epoch, 0).random(length).tolist()
+        rngs = [stream_rng(self.seed, epoch, 1 + g) for g in range(n_groups)]
         members = self.members
         classes_of = self._classes_of
         counts = [0] * n_groups
@@ -369,7 +365,7 @@ class SqrtSampler(_ClassSampler):
         self._cdf = np.cumsum(self.image_weights)
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        u = _stream_rng(self.seed, epoch, 0).random(length) * self._cdf[-1]
+        u = stream_rng(self.seed, epoch, 0).random(length) * self._cdf[-1]
         return np.minimum(np.searchsorted(self._cdf, u, side="right"), self.num_images - 1).astype(np.int64)
 
     def expected_frequency(self) -> np.ndarray:
@@ -398,7 +394,7 @@ class RepeatFactorSampler(_ClassSampler):
         return max(1, int(round(self.repeat_factors.sum())))
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        rng = _stream_rng(self.seed, epoch, 0)
+        rng = stream_rng(self.seed, epoch, 0)
         whole = np.floor(self.repeat_factors)
         fraction = self.repeat_factors - whole
         parts, drawn = [], 0

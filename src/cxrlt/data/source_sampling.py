@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cxrlt.data.samplers import IndexSampler, _stream_rng
+from cxrlt.data.samplers import IndexSampler
+from cxrlt.seeds import child_seed, stream_rng
 from cxrlt.errors import ConfigError
 
 
@@ -68,12 +69,12 @@ class SourceWeightedSampler(IndexSampler):
         self.rows = [np.flatnonzero(sources == s) for s in self.active]
         positive = self.positive.astype(np.float32)
         self.samplers = [
-            build_sampler(labels=positive[rows], seed=int(np.random.SeedSequence((self.seed, int(s))).generate_state(1)[0]))
+            build_sampler(labels=positive[rows], seed=child_seed(self.seed, s))
             for s, rows in zip(self.active, self.rows)
         ]
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        uniforms = _stream_rng(self.seed, epoch, 0).random(length)
+        uniforms = stream_rng(self.seed, epoch, 0).random(length)
         picks = np.minimum(np.searchsorted(np.cumsum(self.shares), uniforms, side="right"), len(self.shares) - 1)
         out = np.empty(length, dtype=np.int64)
         for k, (rows, sampler) in enumerate(zip(self.rows, self.samplers)):

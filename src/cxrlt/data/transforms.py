@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import AfterValidator, BaseModel, Field
 
+from cxrlt.config import refuse_random_transforms
 from cxrlt.errors import ConfigError
 from cxrlt.registry import Registry
 
@@ -59,7 +60,6 @@ __all__ = [
     "Pipeline",
     "build_pipeline",
     "eval_pipeline",
-    "deterministic_names",
     "resize_to",
     "warp_affine",
     "cutout_boxes",
@@ -206,6 +206,8 @@ class DeterministicTransform(_Described, abc.ABC):
     The output depends on the image alone (the generator is ignored): a
     `window` of the input, resized to a square.
     """
+
+    deterministic: ClassVar[bool] = True  # what the configuration checks `augment.eval` against
 
     @abc.abstractmethod
     def window(self, height: int, width: int) -> tuple[int, int, int, int, int]:
@@ -532,26 +534,6 @@ class EvalPipeline(Pipeline):
         return x * self.size / width, y * self.size / height
 
 
-def deterministic_names() -> list[str]:
-    """Registered transforms that may appear in `augment.eval` (subclasses of `DeterministicTransform`)."""
-    return [name for name in TRANSFORMS.names() if _is_deterministic(TRANSFORMS.entry(name).factory)]
-
-
-def _is_deterministic(factory: Any) -> bool:
-    return isinstance(factory, type) and issubclass(factory, DeterministicTransform)
-
-
-def refuse_random(names: Sequence[str]) -> None:
-    """ConfigError (without the key; the caller names it) when a name is not a deterministic transform."""
-    random = [f"{name} (item {i})" for i, name in enumerate(names)
-              if not _is_deterministic(TRANSFORMS.entry(name).factory)]
-    if random:
-        raise ConfigError(
-            f"random transform {', '.join(random)}: evaluation transforms must be deterministic (the same image "
-            f"must always give the same prediction); choose from: {', '.join(deterministic_names())}"
-        )
-
-
 def eval_pipeline(specs: Sequence[Any], size: int) -> EvalPipeline:
     """The evaluation pipeline: validation, test, predict, TTA views, tau tuning and class maps all use it.
 
@@ -565,6 +547,6 @@ def eval_pipeline(specs: Sequence[Any], size: int) -> EvalPipeline:
     for i, spec in enumerate(flat):
         if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
             raise ConfigError(f"evaluation transform {i}: expected {{name: ..., parameters}}, got {spec!r}")
-    refuse_random([spec["name"] for spec in flat])
+    refuse_random_transforms([spec["name"] for spec in flat])
     transforms = [TRANSFORMS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in flat]
     return EvalPipeline(transforms, size, flat)

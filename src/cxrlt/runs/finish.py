@@ -59,9 +59,7 @@ def evaluation_split(config: RunConfig) -> str:
 
 def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> SplitResult:
     """Export the best model of the last stage and evaluate it on validation and the evaluation split."""
-    from cxrlt.runs.train import model_context
-
-    model = build_model(config.model, len(data.classes), last.image_size, context=model_context(data),
+    model = build_model(config.model, len(data.classes), last.image_size, context=data.model_context(),
                         pretrained=False)
     model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
     card = ModelCard(model=config.model, classes=list(data.classes), image_size=last.image_size,
@@ -209,12 +207,11 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResul
     """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
     from cxrlt.runs.folder import RunFolder
     from cxrlt.training.data import load_run_data
-    from cxrlt.runs.train import load_run_config
 
     run_dir = Path(run_dir)
     RunFolder(run_dir).require_started()
     with RunFolder(run_dir).writing("evaluate"):
-        config = load_run_config(run_dir)
+        config = RunFolder(run_dir).load_config()
         model, card = load_model(run_dir)
         data = load_run_data(config)
         return evaluate_split(model, card, config, data, run_dir, split, progress)

@@ -68,6 +68,10 @@ class RunData:
 
         return source_index(self.table.image_ids, [spec.build().image_ids for spec in specs])
 
+    def model_context(self) -> dict[str, Any]:
+        """Data-derived inputs for heads: class names and the training labels (label graphs, embeddings)."""
+        return {"class_names": list(self.classes), "train_labels": self.part("train").labels}
+
     def store(self, split: str, size: int) -> Any:
         """Pixels of one split at `size` (from the prepared cache when configured)."""
         key = (split, size)
