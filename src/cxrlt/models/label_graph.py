@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrlt.data.stats import conditional_probabilities, positive_matrix
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.io import atomic_path
 from cxrlt.labels import canonical_key
 from cxrlt.models.embeddings import LabelEmbeddingSpec, LabelVectors, input_layer, label_vectors, match_rows
-from cxrlt.models.graph import (
-    DEFAULT_P, DEFAULT_TAU, adjacency_from_conditional, conditional_probabilities, positive_matrix,
-)
+from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU, adjacency_from_conditional
 
 GRAPH_KEYS = ("classes", "adjacency", "conditional", "positives", "embeddings", "tau", "p", "method", "images")
 
@@ -35,7 +34,7 @@ class GraphFile:
 
     classes: list[str]
     adjacency: np.ndarray  # normalised ML-GCN matrix (K x K)
-    conditional: np.ndarray  # P(L_j | L_i) (K x K)
+    conditional: np.ndarray  # P(L_j | L_i) (K x K; NaN where undefined: cxrlt.data.stats)
     positives: np.ndarray  # training positives per class
     embeddings: np.ndarray  # K x d
     tau: float
