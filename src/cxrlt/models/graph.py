@@ -32,12 +32,19 @@ from cxrlt.data.stats import conditional_probabilities
 
 DEFAULT_TAU = 0.4
 DEFAULT_P = 0.2
+# Allowed values: an edge needs a positive threshold; a node keeps some of its own features (1 - p > 0).
+RANGES = {"tau": "(0, 1]", "p": "[0, 1)"}
+
+
+def in_range(name: str, value: float) -> bool:
+    """Whether `value` is an allowed `tau` (0 < tau <= 1) or `p` (0 <= p < 1)."""
+    return 0.0 < value <= 1.0 if name == "tau" else 0.0 <= value < 1.0
 
 
 def binarise(conditional: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
     """A[i, j] = 1 where P(L_j | L_i) >= tau, off the diagonal; the diagonal and undefined (NaN) P are 0."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1], got {tau}")
+    if not in_range("tau", tau):
+        raise ValueError(f"tau must lie in {RANGES['tau']}, got {tau}")
     adjacency = (np.asarray(conditional, dtype=np.float64) >= tau).astype(np.float64)
     np.fill_diagonal(adjacency, 0.0)
     return adjacency
@@ -45,8 +52,8 @@ def binarise(conditional: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
 
 def reweight(binary: np.ndarray, p: float = DEFAULT_P) -> np.ndarray:
     """Off-diagonal entries of each row scaled to sum to `p`, diagonal 1 - p (1 for a row with no neighbour)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p must lie in [0, 1), got {p}")
+    if not in_range("p", p):
+        raise ValueError(f"p must lie in {RANGES['p']}, got {p}")
     binary = np.asarray(binary, dtype=np.float64).copy()
     np.fill_diagonal(binary, 0.0)
     degree = binary.sum(axis=1, keepdims=True)
