@@ -81,7 +81,6 @@ samplers in a second distributed sampler.)
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from typing import Annotated, Any, Iterator, Sequence
 
@@ -102,8 +101,6 @@ __all__ = [
     "sampler_frequency_table",
     "NO_POSITIVE",
 ]
-
-log = logging.getLogger(__name__)
 
 SAMPLERS: Registry["IndexSampler"] = Registry("sampler")
 # `rank` and `world_size` are context too: they come from the run, not from YAML.
