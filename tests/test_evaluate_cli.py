@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrlt.cli import main
-from cxrlt.evaluation.groups import class_groups
+from cxrlt.data.stats import class_groups
 from cxrlt.evaluation.metrics import compute_metrics, tune_thresholds
 from cxrlt.evaluation.predictions import write_predictions
 

@@ -65,4 +65,7 @@ def test_labels_graph_command_errors_are_one_paragraph(tmp_path, fake_source, ca
     assert main(["labels", "graph", "--config", str(config), "--out", str(tmp_path / "g.npz"),
                  "--text-encoder", str(tmp_path / "no_model")]) == 2
     assert "never downloads" in capsys.readouterr().err
+    config.write_text("data: {sources: [{name: fake}]}\nmodel: {head: {name: gcn, tau: 1.5}}\n")
+    assert main(["labels", "graph", "--config", str(config), "--out", str(tmp_path / "g.npz")]) == 2
+    assert "model.head.tau is 1.5; it must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "g.npz").exists()

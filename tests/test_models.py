@@ -6,7 +6,6 @@ import math
 import pickle
 import warnings
 
-import numpy as np
 import pytest
 import timm
 import torch

@@ -535,13 +535,38 @@ def load_data_config(path: str | Path, overrides: Sequence[str] = (), purpose: s
     training sections. `purpose` completes the message when the section is
     missing ("`cxrlt check` reads its labels and images from it").
     """
+    return _load_data_sections(path, overrides, purpose)[0]
+
+
+def load_data_and_groups(
+    path: str | Path, overrides: Sequence[str] = (), purpose: str = "this command reads"
+) -> tuple[DataConfig, GroupsConfig]:
+    """The `data` section and the `evaluation.groups` options (defaults when absent), validated alone.
+
+    For label statistics (`cxrlt stats`): the data and how its classes are
+    grouped, whatever the other sections name.
+    """
+    data, groups = _load_data_sections(path, overrides, purpose, ("evaluation.groups", GroupsConfig))
+    return data, groups
+
+
+def _load_data_sections(
+    path: str | Path, overrides: Sequence[str], purpose: str, *optional: tuple[str, type[BaseModel]]
+) -> list[Any]:
+    """The validated `data` section and each optional (dotted key, model) section ({} when absent)."""
     raw = apply_overrides(load_yaml(path), overrides)
     if not isinstance(raw.get("data"), dict):
         raise ConfigError(f"{path}: no `data` section (sources, images...); {purpose}")
-    try:
-        return DataConfig.model_validate(raw["data"])
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, prefix='data')}") from None
+    sections: list[Any] = []
+    for key, model in (("data", DataConfig), *optional):
+        value: Any = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        try:
+            sections.append(model.model_validate(value or {}))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {format_validation_error(exc, prefix=key)}") from None
+    return sections
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:

@@ -35,8 +35,9 @@ def add_group_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_groups(args: argparse.Namespace, classes: Sequence[str], predictions: Sequence[Path],
                    evaluated_positives: "np.ndarray") -> tuple[list[str], "np.ndarray | None", str]:
     """(groups, training positives or None, note on their source) from the options of `add_group_arguments`."""
+    from cxrlt.data.stats import class_groups
     from cxrlt.errors import ConfigError
-    from cxrlt.evaluation.groups import class_groups, training_positives
+    from cxrlt.evaluation.groups import training_positives
 
     for flag, value in (("--head", args.head), ("--tail", args.tail)):
         if value < 0:

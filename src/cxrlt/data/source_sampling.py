@@ -26,22 +26,11 @@ from cxrlt.seeds import child_seed, stream_rng
 from cxrlt.errors import ConfigError
 
 
-def source_index(image_ids: Sequence[str], source_ids: Sequence[Sequence[str]]) -> np.ndarray:
-    """Position in `source_ids` (one id list per source) of each of `image_ids`.
-
-    Ids are unique across sources (`load_table` refuses overlaps); an id of
-    no source is a ValueError.
-    """
-    lookup = {str(i): s for s, ids in enumerate(source_ids) for i in ids}
-    try:
-        return np.array([lookup[str(i)] for i in image_ids], dtype=np.int64)
-    except KeyError as exc:
-        raise ValueError(f"image id {exc.args[0]!r} belongs to no source") from None
-
-
 class SourceWeightedSampler(IndexSampler):
     """Draw sources with fixed probabilities, then images of the source with its own sampler.
 
+    `sources` holds the position in `data.sources` of each image's source
+    (`cxrlt.data.sources.source_positions` of the training rows);
     `build_sampler(labels=..., seed=...)` builds the within-source sampler
     (rank 0 of 1: sharding happens on the merged stream).
     """

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cxrlt.evaluation.groups import GROUPS
+from cxrlt.data.stats import GROUPS
 
 METRICS = ("auc", "ap")
 _CHUNK = 16  # resamples per chunk: keeps the weight rows a sparse product reads within the CPU cache

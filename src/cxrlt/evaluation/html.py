@@ -39,9 +39,8 @@ from typing import Any
 import yaml
 
 from cxrlt.config import parse_yaml
+from cxrlt.data.stats import GROUP_COLOURS, GROUPS
 from cxrlt.errors import CxrltError, InputError
-from cxrlt.evaluation.groups import GROUPS
-from cxrlt.evaluation.plots import GROUP_COLOURS
 from cxrlt.io import read_json, write_text
 from cxrlt.layout import ModelFiles, RunFiles
 from cxrlt.models.card import ModelCard

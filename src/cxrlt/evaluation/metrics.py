@@ -35,7 +35,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from cxrlt.evaluation.groups import GROUPS
+from cxrlt.data.stats import GROUPS
 
 
 class UndefinedMetricWarning(UserWarning):

@@ -30,9 +30,9 @@ need `class_counts` (per-class "positives" and "negatives" of the training
 split; a mapping or an object with those attributes), supplied by the
 toolkit, and raise ConfigError without them.
 
-The RIDE diversity term for an experts head is `diversity_loss`,
-`DiversityLoss` and `WithDiversity` (not a registry entry: it takes the
-experts' logits, not one logits matrix).
+The RIDE diversity term for an experts head is `diversity_loss` and
+`DiversityLoss` (not a registry entry: it takes the experts' logits, not one
+logits matrix; the head adds it to the classification loss).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from cxrlt.losses.base import LOSSES, ClassCounts, MultiLabelLoss, as_class_coun
 from cxrlt.losses.bce import BCELoss, WeightedBCELoss
 from cxrlt.losses.class_aware import ClassAwareLoss, class_aware_class_weights
 from cxrlt.losses.class_balanced import ClassBalancedLoss
-from cxrlt.losses.diversity import DiversityLoss, WithDiversity, diversity_loss
+from cxrlt.losses.diversity import DiversityLoss, diversity_loss
 from cxrlt.losses.effective_number import EffectiveNumberFocalLoss, effective_number_alpha, effective_number_weights
 from cxrlt.losses.focal import FocalLoss
 
@@ -73,7 +73,6 @@ __all__ = [
     "FocalLoss",
     "MultiLabelLoss",
     "WeightedBCELoss",
-    "WithDiversity",
     "as_class_counts",
     "build",
     "class_aware_class_weights",
