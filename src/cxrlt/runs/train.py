@@ -172,7 +172,7 @@ def _run(config: RunConfig, run: RunFolder, progress: bool, data: RunData | None
     except KeyboardInterrupt:
         raise Interrupted(
             f"stopped during the final evaluation; training is finished and saved. Run `cxrlt train --resume "
-            f"{run.path}` to evaluate again"
+            f"{run.path}` to evaluate again."
         ) from None
 
 
