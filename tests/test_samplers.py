@@ -9,13 +9,13 @@ import torch
 from cxrlt.config import SamplerSpec
 from cxrlt.data.samplers import (
     NO_POSITIVE,
-    SAMPLERS,
     build,
     expected_label_frequency,
     least_sampled_limit,
     sampler_frequency_table,
 )
 from cxrlt.errors import ConfigError, InputError
+from cxrlt.registry import SAMPLERS
 
 NAMES = ("instance", "cycle", "least_sampled", "sqrt", "repeat_factor")
 PARAMS = {"repeat_factor": {"threshold": 0.3}}

@@ -91,10 +91,9 @@ from pydantic import Field
 from torch.utils.data import Sampler
 
 from cxrlt.errors import ConfigError, InputError
-from cxrlt.registry import Registry
+from cxrlt.registry import SAMPLERS
 
 __all__ = [
-    "SAMPLERS",
     "IndexSampler",
     "build",
     "expected_label_frequency",
@@ -105,7 +104,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLERS: Registry["IndexSampler"] = Registry("sampler")
 # `rank` and `world_size` are context too: they come from the run, not from YAML.
 CONTEXT = ("labels", "num_samples", "seed", "rank", "world_size")
 NoFinding = Literal["class", "ignore"]
