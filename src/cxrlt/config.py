@@ -5,9 +5,10 @@ unknown keys; every pluggable method (data source, loss, sampler, pooling,
 head, optimiser, schedule, transform, mixing) is written `{name: ..., **params}`
 and its parameters are checked against the signature of the registered
 factory, looked up in the table of kinds `cxrlt.registry.KINDS` (imported
-lazily: validating a config imports the kinds it names, nothing else). Errors name the key path and what was
-expected. Command-line overrides use `key.sub=value` (YAML-parsed value;
-list items by index, e.g. `stages.1.epochs=2`).
+lazily: validating a config imports the kinds it names, nothing else).
+Errors name the key path and what was expected. Command-line overrides use
+`key.sub=value` (YAML-parsed value; list items by index, e.g.
+`stages.1.epochs=2`).
 """
 
 from __future__ import annotations
