@@ -15,7 +15,8 @@ from cxrlt.data.sources import load_table, source_positions
 from cxrlt.data.stats import LabelStats
 from cxrlt.data.transforms import Pipeline
 from cxrlt.errors import ConfigError
-from cxrlt.losses import LOSSES, build as build_loss
+from cxrlt.losses import build as build_loss
+from cxrlt.registry import LOSSES
 from cxrlt.training.data import RunData, StageDataModule
 
 

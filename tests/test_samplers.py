@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from cxrlt.config import SamplerSpec
-from cxrlt.data.samplers import NO_POSITIVE, SAMPLERS, build, least_sampled_limit, sampler_frequency_table
+from cxrlt.data.samplers import NO_POSITIVE, build, least_sampled_limit, sampler_frequency_table
 from cxrlt.data.stats import expected_label_frequency
 from cxrlt.errors import ConfigError, InputError
+from cxrlt.registry import SAMPLERS
 
 NAMES = ("instance", "cycle", "least_sampled", "sqrt", "repeat_factor")
 PARAMS = {"repeat_factor": {"threshold": 0.3}}

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from cxrlt.config import SplitConfig
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.splits import (
     assign_splits,
     iterative_stratified_group_kfold,
@@ -16,6 +15,7 @@ from cxrlt.data.splits import (
 )
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import ConfigError
+from cxrlt.registry import SOURCES
 
 
 def synthetic(n_patients=600, seed=0, classes=6, with_missing_ids=False, splits=None):

@@ -16,8 +16,8 @@ from cxrlt.models.backbones import GRAY_MEAN, GRAY_STD
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.models.heads import LinearHead
 from cxrlt.models.pooling import AvgPool
+from cxrlt.registry import OPTIMIZERS
 from cxrlt.training.checkpoints import load_checkpoint, model_state
-from cxrlt.training.optim import OPTIMIZERS
 from cxrlt.runs.train import train
 from cxrlt.training.stages import resolve_stages
 from cxrlt.training.tau import mean_f1_at_half, tune_tau
@@ -193,7 +193,7 @@ def test_ranger_is_radam_with_lookahead():
     ("cosine", {"warmup_epochs": 0.0, "min_lr_ratio": 0.0}, [(0, 1.0), (50, 0.5), (100, 0.0)]),
 ])
 def test_schedules_hand_values(name, params, checks):
-    from cxrlt.training.optim import SCHEDULES
+    from cxrlt.registry import SCHEDULES
 
     factor = SCHEDULES.build(name, context={"steps_per_epoch": 10, "total_steps": 100}, **params)
     for step, value in checks:

@@ -12,7 +12,6 @@ from torchvision.transforms import InterpolationMode
 
 from cxrlt.config import AugmentConfig, deterministic_transforms, parse_config
 from cxrlt.data.transforms import (
-    TRANSFORMS,
     Pipeline,
     build_pipeline,
     cutout_boxes,
@@ -21,6 +20,7 @@ from cxrlt.data.transforms import (
     warp_affine,
 )
 from cxrlt.errors import ConfigError
+from cxrlt.registry import TRANSFORMS
 
 # Parameters that make every transform run (p = 1) and actually change the image.
 ALWAYS = {

@@ -4,15 +4,16 @@ A run is one YAML file. Every section is a pydantic model that rejects
 unknown keys; every pluggable method (data source, loss, sampler, pooling,
 head, optimiser, schedule, transform, mixing) is written `{name: ..., **params}`
 and its parameters are checked against the signature of the registered
-factory (see `cxrlt.registry`). Errors name the key path and what was
-expected. Command-line overrides use `key.sub=value` (YAML-parsed value;
-list items by index, e.g. `stages.1.epochs=2`).
+factory, looked up in the table of kinds `cxrlt.registry.KINDS` (imported
+lazily: validating a config imports the kinds it names, nothing else).
+Errors name the key path and what was expected. Command-line overrides use
+`key.sub=value` (YAML-parsed value; list items by index, e.g.
+`stages.1.epochs=2`).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
@@ -22,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from cxrlt.errors import ConfigError, clip, echo
-from cxrlt.registry import Registry, format_validation_error
+from cxrlt.registry import Registry, format_validation_error, kind
 
 
 class Strict(BaseModel):
@@ -32,21 +33,20 @@ class Strict(BaseModel):
 
 
 class Component(BaseModel):
-    """`{name: ..., **params}` checked against a registry named by `registry`.
+    """`{name: ..., **params}` checked against the registry of the config kind `kind` (a key of `KINDS`).
 
     A bare string is accepted as `{name: <string>}`. The validated parameters
     (defaults filled in) are kept in `params`; serialising flattens them back.
     """
 
-    registry: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def lookup(cls) -> Registry[Any]:
-        """The registry this component is chosen from (imported lazily)."""
-        module_name, attribute = cls.registry.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        """The registry this component is chosen from."""
+        return kind(cls.kind)
 
     @model_validator(mode="before")
     @classmethod
@@ -77,39 +77,39 @@ class Component(BaseModel):
 
 
 class SourceSpec(Component):
-    registry = "cxrlt.data.sources:SOURCES"
+    kind = "source"
 
 
 class LossSpec(Component):
-    registry = "cxrlt.losses:LOSSES"
+    kind = "loss"
 
 
 class SamplerSpec(Component):
-    registry = "cxrlt.data.samplers:SAMPLERS"
+    kind = "sampler"
 
 
 class PoolingSpec(Component):
-    registry = "cxrlt.models.pooling:POOLINGS"
+    kind = "pooling"
 
 
 class HeadSpec(Component):
-    registry = "cxrlt.models.heads:HEADS"
+    kind = "head"
 
 
 class OptimizerSpec(Component):
-    registry = "cxrlt.training.optim:OPTIMIZERS"
+    kind = "optimizer"
 
 
 class ScheduleSpec(Component):
-    registry = "cxrlt.training.optim:SCHEDULES"
+    kind = "schedule"
 
 
 class TransformSpec(Component):
-    registry = "cxrlt.data.transforms:TRANSFORMS"
+    kind = "transform"
 
 
 class MixingSpec(Component):
-    registry = "cxrlt.data.mixing:MIXERS"
+    kind = "mixing"
 
 
 # --------------------------------------------------------------------- data

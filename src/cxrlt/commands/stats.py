@@ -100,7 +100,8 @@ def _rows(table: "LabelTable", split: str | None) -> "LabelTable":
 def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
     """Natural, expected and drawn label frequencies under `args.sampler`, as text."""
     from cxrlt.config import parse_value
-    from cxrlt.data.samplers import SAMPLERS, sampler_frequency_table
+    from cxrlt.data.samplers import sampler_frequency_table
+    from cxrlt.registry import SAMPLERS
     from cxrlt.errors import ConfigError, clip, echo
 
     params = {}
@@ -119,7 +120,8 @@ def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
 def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, Any]]:
     """The table the options describe and the head/medium/tail grouping options."""
     from cxrlt.config import load_data_and_groups
-    from cxrlt.data.sources import SOURCES, load_table
+    from cxrlt.data.sources import load_table
+    from cxrlt.registry import SOURCES
     from cxrlt.errors import ConfigError
 
     source_flags = [

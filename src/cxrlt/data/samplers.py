@@ -91,11 +91,10 @@ from torch.utils.data import Sampler
 
 from cxrlt.data.stats import NoFinding, label_indicators, label_rates, positive_matrix, sampling_classes
 from cxrlt.errors import ConfigError, InputError
-from cxrlt.registry import Registry
+from cxrlt.registry import SAMPLERS
 from cxrlt.seeds import stream_rng
 
 __all__ = [
-    "SAMPLERS",
     "IndexSampler",
     "build",
     "least_sampled_limit",
@@ -103,7 +102,6 @@ __all__ = [
     "NO_POSITIVE",
 ]
 
-SAMPLERS: Registry["IndexSampler"] = Registry("sampler")
 # `rank` and `world_size` are context too: they come from the run, not from YAML.
 CONTEXT = ("labels", "num_samples", "seed", "rank", "world_size")
 # Row name of the "image has no positive label" indicator in frequency tables.

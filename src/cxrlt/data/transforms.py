@@ -47,14 +47,14 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from cxrlt.config import refuse_random_transforms
 from cxrlt.errors import ConfigError
-from cxrlt.registry import Registry
+from cxrlt.params import Fill, FractionRange, NonNegativeRange, Pixels, PositiveRange, Probability, Spread
+from cxrlt.registry import TRANSFORMS
 
 __all__ = [
-    "TRANSFORMS",
     "DeterministicTransform",
     "EvalPipeline",
     "Pipeline",
@@ -66,50 +66,6 @@ __all__ = [
 ]
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-TRANSFORMS: Registry[Transform] = Registry("transform")
-
-
-# ------------------------------------------------------------ parameter types
-def _ordered(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] > value[1]:
-        raise ValueError(f"a range is [low, high] with low <= high, got [{value[0]}, {value[1]}]")
-    return value
-
-
-def _symmetric(value: float | tuple[float, float]) -> float | tuple[float, float]:
-    if isinstance(value, tuple):
-        return _ordered(value)
-    if value < 0:
-        raise ValueError(f"a single number x means the range [-x, x] and must be >= 0, got {value}")
-    return value
-
-
-def _positive_range(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] <= 0:
-        raise ValueError(f"both ends must be > 0, got [{value[0]}, {value[1]}]")
-    return _ordered(value)
-
-
-def _non_negative_range(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] < 0:
-        raise ValueError(f"both ends must be >= 0, got [{value[0]}, {value[1]}]")
-    return _ordered(value)
-
-
-def _fraction_range(value: tuple[float, float]) -> tuple[float, float]:
-    if not 0 < value[0] <= value[1] <= 1:
-        raise ValueError(f"expected 0 < low <= high <= 1, got [{value[0]}, {value[1]}]")
-    return value
-
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-# A number x (the range [-x, x], or [1 - x, 1 + x] for factors) or [low, high].
-Spread = Annotated[float | tuple[float, float], AfterValidator(_symmetric)]
-PositiveRange = Annotated[tuple[float, float], AfterValidator(_positive_range)]
-NonNegativeRange = Annotated[tuple[float, float], AfterValidator(_non_negative_range)]
-FractionRange = Annotated[tuple[float, float], AfterValidator(_fraction_range)]
-Fill = Annotated[int, Field(ge=0, le=255)]
-Pixels = Annotated[int, Field(ge=1)]
 
 
 def _span(value: float | Sequence[float], centre: float = 0.0) -> tuple[float, float]:

@@ -1,7 +1,8 @@
 """Label-file readers (one per dataset format) and `load_table` for a run's data.
 
-A reader is a function registered in `SOURCES`; its annotated keyword
-parameters are the YAML schema of `data.sources` entries, e.g.
+A reader is a function registered in `cxrlt.registry.SOURCES` by its own
+module (this package imports them all); its annotated keyword parameters
+are the YAML schema of `data.sources` entries, e.g.
 `{name: nih, labels: Data_Entry_2017.csv, train_list: train_val_list.txt}`.
 Each returns a `LabelTable`. Malformed files raise `InputError` naming the
 file and the offending lines (the header is line 1).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cxrlt.registry import Registry
+from cxrlt.data.sources import chexpert, csv_table, mimic, nih, synthetic  # noqa: F401  (they register themselves)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,12 +20,8 @@ if TYPE_CHECKING:
     from cxrlt.config import DataConfig
     from cxrlt.data.table import LabelTable
 
-SOURCES: Registry["LabelTable"] = Registry("data source")
 # Metadata column `load_table` adds: the position in `data.sources` of the source each row came from.
 SOURCE_INDEX = "source_index"
-
-# Imported for their registration side effect; SOURCES must exist first.
-from cxrlt.data.sources import chexpert, csv_table, mimic, nih, synthetic  # noqa: E402,F401
 
 
 def load_table(data: "DataConfig") -> "LabelTable":
