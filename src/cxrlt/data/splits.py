@@ -21,15 +21,6 @@ if TYPE_CHECKING:
     from cxrlt.data.table import LabelTable
 
 
-def patient_groups(table: "LabelTable") -> np.ndarray:
-    """One group key per image: source + patient id, or the image id without one."""
-    meta = table.meta
-    patient = meta["patient_id"].astype("str")
-    source = meta["source"].astype("str").fillna("")
-    keys = ("p\x1f" + source + "\x1f" + patient).where(patient.notna(), "i\x1f" + meta["image_id"].astype("str"))
-    return keys.to_numpy(dtype=object)
-
-
 def _count(fraction: float, n: int) -> int:
     """Patients for a fraction: rounded, but at least one when asked for any."""
     if fraction <= 0:
@@ -149,7 +140,7 @@ def assign_splits(table: "LabelTable", split: "SplitConfig") -> "LabelTable":
         `folds` patient-grouped, iteratively stratified folds and fold
         `fold` is validation.
     """
-    groups = patient_groups(table)
+    groups = table.patient_groups()
     given = table.meta["split"].astype("str").to_numpy(dtype=object, na_value=None)
     if split.method == "random":
         return table.with_splits(random_patient_split(groups, split.val_fraction, split.test_fraction, split.seed))

@@ -307,9 +307,7 @@ def dataset_summary(
     """
     import pandas as pd
 
-    from cxrlt.data.splits import patient_groups
-
-    groups_key = patient_groups(table)
+    groups_key = table.patient_groups()
     has_splits = table.meta["split"].notna().any()
     selected = table if split is None else table.split(split)
     stats = LabelStats.from_table(selected)
