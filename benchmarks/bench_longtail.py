@@ -201,15 +201,17 @@ FINISHED = "bench.json"
 def run_one(config: RunConfig, run_dir: Path, stage1_from: Path | None) -> float:
     """Train (or resume) one run; seconds spent. A finished run (bench.json) is skipped."""
     from cxrlt.config import load_config
-    from cxrlt.runs.train import CONFIG_FILE, resume, train
+    from cxrlt.runs.folder import RunFolder
+    from cxrlt.runs.train import resume, train
 
-    if (run_dir / CONFIG_FILE).is_file() and load_config(run_dir / CONFIG_FILE) != config:
+    saved = RunFolder(run_dir).config
+    if saved.is_file() and load_config(saved) != config:
         raise ConfigError(f"{run_dir} holds a run with other settings than this benchmark's; "
                           "choose another --out folder or delete that run folder")
     if (run_dir / FINISHED).is_file():
         return float(read_json(run_dir / FINISHED)["seconds"])
     start = time.perf_counter()
-    if (run_dir / CONFIG_FILE).is_file():
+    if saved.is_file():
         resume(run_dir, progress=False)
     else:
         target = run_dir / "stages" / "01-main"

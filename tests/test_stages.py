@@ -111,7 +111,7 @@ def test_decoupled_stage_defaults_to_class_balanced_sampling_and_reinit(tmp_path
     first, second = resolve_stages(config, tmp_path)
     assert (first.sampler.name, first.reinit_head, first.freeze_backbone) == ("instance", False, False)
     assert (second.sampler.name, second.reinit_head, second.freeze_backbone) == ("cycle", True, True)
-    assert second.epochs == 1 and second.folder.name == "02-crt"
+    assert second.epochs == 1 and second.files.folder.name == "02-crt"
 
 
 @pytest.mark.slow
@@ -146,8 +146,9 @@ def test_progressive_resizing_second_stage_is_larger_and_starts_from_best(tmp_pa
     small, large = resolve_stages(config, tmp_path / "run")
     assert (small.image_size, small.batch_size, large.image_size, large.batch_size) == (32, 32, 48, 16)
     run = train(config, tmp_path / "run", progress=False).run_dir
-    logs = (run / "stages/02-large/logs/metrics.csv").read_text().splitlines()
-    steps = max(int(line.split(",")[1]) for line in logs[1:])
+    import pandas as pd
+
+    steps = int(pd.read_csv(run / "stages/02-large/logs/metrics.csv")["step"].max())
     # 600 training images at batch 16 = 37 steps (batch 32 would be 18)
     assert steps >= 36
     assert json.loads((run / "model.json").read_text())["image_size"] == 48
