@@ -16,7 +16,7 @@ from cxrlt.config import parse_config
 from cxrlt.data.sources import load_table
 from cxrlt.data.splits import patient_groups
 from cxrlt.runs.kfold import fold_config, kfold, oof_labels
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, Interrupted
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
 from cxrlt.evaluation.predictions import read_predictions
 from tests.test_training import tiny_config
@@ -51,7 +51,7 @@ def test_two_folds_stop_resume_and_merge(tmp_path, data_dir, monkeypatch):
         return real_finish(cfg, data, run_dir, last, progress=progress)
 
     monkeypatch.setattr(evaluate_module, "finish_run", stop_in_fold_1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"fold 1 of 2: stopped during the final evaluation.*cxrlt kfold --resume"):
         kfold(config, out, folds=2, progress=False)
     assert (out / "folds/0/fold.json").is_file() and not (out / "folds/1/fold.json").exists()
     assert (out / "folds/1/stages/01-main/done.json").is_file()
