@@ -48,7 +48,7 @@ from cxrlt.training.module import ClassifierModule
 from cxrlt.training.stages import Stage, resolve_stages
 
 if TYPE_CHECKING:
-    from cxrlt.runs.finish import SplitResult
+    from cxrlt.evaluation.scoring import Scores
 
 log = logging.getLogger(__name__)
 # Settings `--resume` may change: where and how fast the run computes, and whether unreadable images
@@ -66,7 +66,7 @@ class RunResult:
     """
 
     run_dir: Path
-    metrics: "SplitResult | None"
+    metrics: "Scores | None"
 
 
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
