@@ -544,8 +544,8 @@ def _label_distribution(run: _Run) -> str:
     cooccurrence = _png(files.label_plot("cooccurrence"))
     if not pair and cooccurrence is None:
         return _section("labels", "Training labels",
-                        _absent("No label plots (the run has no training label plots); training positives per "
-                                "class are the bars in the per-class table."))
+                        _absent(f"No label plots ({files.label_plots.relative_to(run.path)}/ is missing); "
+                                "training positives per class are the bars in the per-class table."))
     content = f"<div class=\"pair\">{''.join(pair)}</div>" if pair else ""
     if cooccurrence is not None:
         content += _img(_Figure("Label co-occurrence", cooccurrence), "figure wide")
