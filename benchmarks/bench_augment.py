@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxrlt.data.mixing import MIXERS
-from cxrlt.data.transforms import TRANSFORMS, Pipeline, resize_to
+from cxrlt.data.transforms import Pipeline, resize_to
+from cxrlt.registry import MIXERS, TRANSFORMS
 
 SEED_003 = [
     ("random_crop", {"size": 224}),

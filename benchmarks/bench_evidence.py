@@ -101,7 +101,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("cxrlt").setLevel(logging.ERROR)
-    from cxrlt.cli import quiet_lightning
+    from cxrlt.training import quiet_lightning
 
     quiet_lightning()
 

@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from cxrlt.data.sources import SOURCES
+    from cxrlt.registry import SOURCES
 
     with tempfile.TemporaryDirectory() as tmp:
         cases = {**real_files(), **generated_files(Path(tmp), args.rows)}

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -473,7 +472,7 @@ def test_unclosed_quote_running_to_the_end_or_closed_lines_later(tmp_path: Path)
 
 
 def test_quoted_line_breaks_in_unread_columns_still_read(tmp_path: Path):
-    from cxrlt.data.sources import SOURCES
+    from cxrlt.registry import SOURCES
 
     path = tmp_path / "labels.csv"
     path.write_text('path,notes,Mass\na.png,"two\nlines",1\nb.png,plain,0\n')

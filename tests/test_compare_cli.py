@@ -164,7 +164,7 @@ def _validation(tmp_path, files):
 
 
 def test_compare_groups_come_from_the_saved_training_counts_with_evaluates_options(files, tmp_path, capsys):
-    from cxrlt.evaluation.groups import class_groups
+    from cxrlt.data.stats import class_groups
 
     saved = [50, 900, 10, 400]  # a training split unlike the test labels (Effusion the most frequent here)
     # saved in another class order, as another run may have them

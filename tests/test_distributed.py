@@ -175,7 +175,7 @@ def _torchrun(*args: str) -> list[str]:
 
 
 def test_torchrun_cycle_sampler_step_schedule_two_stages_and_resume_after_kill(tmp_path, dataset):
-    from cxrlt.data.samplers import SAMPLERS
+    from cxrlt.registry import SAMPLERS
 
     config = run_config(dataset, tmp_path / "ddp.yaml", epochs=3, sampler="cycle",
                         schedule={"name": "step", "step_size": 1, "gamma": 0.1})

@@ -124,3 +124,38 @@ def test_cli_classwise_with_csv_members(tmp_path, capsys):
     write_predictions(tmp_path / "short.csv", IDS[:5], CLASSES, TEST[0][:5])
     assert main(["ensemble", members[0], str(tmp_path / "short.csv"), "--out", str(out)]) == 2
     assert "do not cover the same images" in capsys.readouterr().err
+
+
+def test_cli_scores_write_a_metrics_report_with_thresholds_tuned_on_the_ensembled_validation(tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from cxrlt.evaluation.metrics import tune_thresholds
+
+    members, vals = [], []
+    for m in range(2):
+        members.append(str(write_predictions(tmp_path / f"m{m}_test.csv", IDS, CLASSES, TEST[m])))
+        vals.append(str(write_predictions(tmp_path / f"m{m}_val.csv", IDS, CLASSES, VAL[m])))
+    _write_labels(tmp_path / "val_labels.csv", IDS, VAL_LABELS)
+    test_labels = VAL_LABELS[::-1]
+    _write_labels(tmp_path / "test_labels.csv", IDS, test_labels)
+    out = tmp_path / "ens.csv"
+    common = ["ensemble", *members, "--labels", str(tmp_path / "test_labels.csv"), "--out", str(out), "--no-progress"]
+    assert main([*common, "--val", *vals, "--labels-val", str(tmp_path / "val_labels.csv"), "--bootstrap", "30"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "ens_metrics.json").read_text())
+    merged = (TEST[0] + TEST[1]) / 2
+    assert report["mean"]["auc"] == pytest.approx(np.mean([roc_auc_score(test_labels[:, j], merged[:, j])
+                                                            for j in range(2)]))
+    expected = tune_thresholds(VAL_LABELS, (VAL[0] + VAL[1]) / 2)
+    assert [report["per_class"][c]["threshold"] for c in CLASSES] == pytest.approx(expected.tolist())
+    assert report["thresholds"]["tuned_on"] == "val" and report["intervals"]["resamples"] == 30
+    assert report["ensemble"] == {"method": "mean", "members": members} and report["split"] == "test"
+    assert "thresholds tuned on val" in printed and "bootstrap intervals (30 resamples of images)" in printed
+
+    # without validation tables: the same report, less the tuned thresholds, and the output says why
+    assert main(common) == 0
+    assert "no F1 at tuned thresholds: a CSV member has no validation table" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ens_metrics.json").read_text())
+    assert "thresholds" not in report and "f1_tuned" not in report["per_class"]["Effusion"]
+    assert main(["ensemble", *members, "--bootstrap", "30", "--out", str(out)]) == 2
+    assert "give --labels too" in capsys.readouterr().err

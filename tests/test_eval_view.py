@@ -94,7 +94,7 @@ def test_tau_choice_and_score_table_are_in_the_metrics(cropped_run):
     val = load_run_data(config).part("val")
     for name in ("metrics.json", "metrics_val.json"):
         tuning = json.loads((run / name).read_text())["tau_normalisation"]
-        assert tuning == card.tau_normalisation
+        assert tuning == meta["tau_normalisation"]
     scores = tuning["scores"]
     assert "F1 at threshold 0.5" in tuning["criterion"] and len(scores) == 21
     assert scores[str(tuning["tau"])] == max(scores.values()) > min(scores.values())  # measured 0.155 vs 0.072

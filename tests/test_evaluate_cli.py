@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrlt.cli import main
-from cxrlt.evaluation.groups import class_groups
+from cxrlt.data.stats import class_groups
 from cxrlt.evaluation.metrics import compute_metrics, tune_thresholds
 from cxrlt.evaluation.predictions import write_predictions
 
@@ -43,13 +43,14 @@ def files(tmp_path):
 def test_evaluate_end_to_end(files, tmp_path, capsys):
     out = tmp_path / "out" / "metrics.json"
     code = main(["evaluate", "--predictions", str(files["preds"]), "--labels", str(files["labels"]),
-                 "--groups-from", str(files["train"]), "--json", str(out)])
+                 "--groups-from", str(files["train"]), "--json", str(out), "--split", "test"])
     stdout = capsys.readouterr().out
     assert code == 0
     report = json.loads(out.read_text())
     groups = class_groups(files["train_y"].sum(axis=0))
     expected = compute_metrics(files["y"], files["p"], CLASSES).to_dict(groups)
     assert report.pop("calibration")["bins"] == 15  # checked in tests/test_calibration.py
+    assert (report.pop("split"), report.pop("n_images")) == ("test", 120)  # a run's metrics.json schema
     assert report == json.loads(json.dumps(expected))
     # and against sklearn, not only against ourselves
     known = ~np.isnan(files["y"][:, 2])

@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cxrlt.data.stats import conditional_probabilities, cooccurrence
 from cxrlt.errors import ConfigError, InputError
-from cxrlt.models.graph import (
-    binarise,
-    conditional_probabilities,
-    cooccurrence,
-    gcn_adjacency,
-    normalise_adjacency,
-    reweight,
-)
+from cxrlt.models.graph import binarise, gcn_adjacency, normalise_adjacency, reweight
 from cxrlt.models.label_graph import GraphFile
 
 NAN = np.nan
@@ -47,9 +41,10 @@ def test_conditional_probabilities_by_hand():
         [2 / 3, 1, 0, 0, 0],
         [1 / 2, 0, 1, 1 / 2, 0],
         [0, 0, 1 / 2, 1, 0],
-        [0, 0, 0, 0, 0],  # E never positive: no evidence, no edges
+        [NAN] * 5,  # E never positive: P(. | E) is undefined (cxrlt.data.stats), and no edge (see below)
     ])
     np.testing.assert_allclose(conditional_probabilities(LABELS), expected, rtol=1e-12)
+    assert not binarise(conditional_probabilities(LABELS), tau=0.01)[4].any()
 
 
 def test_adjacency_tau_04_p_02_by_hand():

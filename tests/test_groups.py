@@ -1,4 +1,4 @@
-from cxrlt.evaluation.groups import class_groups
+from cxrlt.data.stats import class_groups
 
 
 def test_rank_groups_seed002_split_of_26():

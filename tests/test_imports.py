@@ -45,3 +45,13 @@ def test_every_module_imports_alone():
                             text=True, env={"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"modules that fail to import first:\n{result.stdout}"
+
+
+def test_label_statistics_import_nothing_above_the_data_layer():
+    """`cxrlt.data.stats` is the data layer's: evaluation, models and training import it, never the reverse."""
+    code = ("import sys, cxrlt.data.stats; print(' '.join(sorted(m for m in sys.modules if m.split('.')[:2] in "
+            "(['cxrlt', 'evaluation'], ['cxrlt', 'models'], ['cxrlt', 'training'], ['cxrlt', 'runs']))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(SRC)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

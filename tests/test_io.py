@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from cxrlt.errors import InputError
-from cxrlt.io import atomic_path, read_json, resolve_inside, write_json, write_text
+from cxrlt.io import atomic_path, read_json, safe_name, write_json, write_text
 
 
 def test_failed_write_leaves_destination_untouched_and_no_temp(tmp_path):
@@ -39,8 +39,6 @@ def test_json_nan_becomes_null_and_bad_json_is_an_input_error(tmp_path):
         read_json(tmp_path / "bad.json")
 
 
-def test_resolve_inside_refuses_escapes(tmp_path):
-    assert resolve_inside(tmp_path, "a/b.png") == (tmp_path / "a" / "b.png").resolve()
-    for name in ("../x.png", "/etc/passwd", "a/../../x"):
-        with pytest.raises(InputError, match="outside the output folder"):
-            resolve_inside(tmp_path, name)
+def test_safe_name_is_one_file_name():
+    assert safe_name("nested/a b?.png") == "nested_a_b_.png" and safe_name("../") == "unnamed"
+    assert safe_name("../../etc/passwd") == "etc_passwd" and safe_name(".hidden") == "hidden"

@@ -14,9 +14,8 @@ import cxrlt.runs.train as run_module
 from cxrlt.cli import main
 from cxrlt.config import parse_config
 from cxrlt.data.sources import load_table
-from cxrlt.data.splits import patient_groups
 from cxrlt.runs.kfold import fold_config, kfold, oof_labels
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, Interrupted
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
 from cxrlt.evaluation.predictions import read_predictions
 from tests.test_training import tiny_config
@@ -51,7 +50,8 @@ def test_two_folds_stop_resume_and_merge(tmp_path, data_dir, monkeypatch):
         return real_finish(cfg, data, run_dir, last, progress=progress)
 
     monkeypatch.setattr(evaluate_module, "finish_run", stop_in_fold_1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"fold 1 of 2: stopped during the final evaluation.*continues with "
+                                          r"`cxrlt kfold --resume"):
         kfold(config, out, folds=2, progress=False)
     assert (out / "folds/0/fold.json").is_file() and not (out / "folds/1/fold.json").exists()
     assert (out / "folds/1/stages/01-main/done.json").is_file()
@@ -72,7 +72,7 @@ def test_two_folds_stop_resume_and_merge(tmp_path, data_dir, monkeypatch):
     # Folds: patient-disjoint validation sets that together cover every non-test image once.
     table = load_table(fold_config(config, 2, 0).data)
     pool = table.subset((table.meta["split"] != "test").to_numpy())
-    groups = dict(zip(pool.image_ids, patient_groups(pool)))
+    groups = dict(zip(pool.image_ids, pool.patient_groups()))
     val_ids = [set(read_predictions(out / f"folds/{k}/predictions_val.csv").ids) for k in range(2)]
     assert not val_ids[0] & val_ids[1] and val_ids[0] | val_ids[1] == set(pool.image_ids)
     assert not {groups[i] for i in val_ids[0]} & {groups[i] for i in val_ids[1]}

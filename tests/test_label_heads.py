@@ -177,6 +177,16 @@ def test_classification_on_the_mean_and_no_diversity_options():
         assert torch.allclose(model.training_loss(criterion, outputs, targets), criterion(outputs.mean(0), targets))
 
 
+def test_classification_on_the_mean_plus_lambda_times_the_diversity_term():
+    """What seed 002 trains with when the loss is taken on the head's output (the mean of the experts)."""
+    model, _ = model_of({"name": "experts", "experts": 3, "per_expert_loss": False, "diversity_form": "pairwise"})
+    criterion, targets = build_loss("bce"), torch.as_tensor(LABELS[:2])
+    with torch.no_grad():
+        outputs = model(images(), training_outputs=True)
+        expected = criterion(outputs.mean(0), targets) + 0.2 * diversity_loss(outputs, "pairwise")
+        assert torch.allclose(model.training_loss(criterion, outputs, targets), expected)
+
+
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_mha_starts_as_the_identity_and_is_shared(mode):
     plain, _ = model_of({"name": "experts", "experts": 2, "classifier": "gcn", "embeddings": {"dim": 8}})

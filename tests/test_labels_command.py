@@ -13,7 +13,7 @@ from cxrlt.cli import main
 from cxrlt.data.table import LabelTable
 from cxrlt.models.graph import gcn_adjacency
 from cxrlt.models.label_graph import GraphFile
-from cxrlt.registry import Registry
+from cxrlt.registry import KINDS, Registry
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Edema", "Mass"]
 
@@ -28,7 +28,8 @@ def fake_source(monkeypatch):
     table = LabelTable(pd.DataFrame({"image_id": [f"i{i}" for i in range(200)], "split": split}), labels, CLASSES)
     sources = Registry("data source")
     sources.register("fake")(lambda: table)
-    module = types.SimpleNamespace(SOURCES=sources, load_table=lambda data: table)
+    monkeypatch.setitem(KINDS, "source", sources)
+    module = types.SimpleNamespace(load_table=lambda data: table)
     monkeypatch.setitem(sys.modules, "cxrlt.data.sources", module)
     return labels[:150]
 
@@ -65,4 +66,7 @@ def test_labels_graph_command_errors_are_one_paragraph(tmp_path, fake_source, ca
     assert main(["labels", "graph", "--config", str(config), "--out", str(tmp_path / "g.npz"),
                  "--text-encoder", str(tmp_path / "no_model")]) == 2
     assert "never downloads" in capsys.readouterr().err
+    config.write_text("data: {sources: [{name: fake}]}\nmodel: {head: {name: gcn, tau: 1.5}}\n")
+    assert main(["labels", "graph", "--config", str(config), "--out", str(tmp_path / "g.npz")]) == 2
+    assert "model.head.tau is 1.5; it must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "g.npz").exists()

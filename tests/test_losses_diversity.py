@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlt.losses import DiversityLoss, WithDiversity, build, diversity_loss
+from cxrlt.losses import DiversityLoss, diversity_loss
 
 
 def kl(q: float, p: float) -> float:
@@ -94,15 +94,8 @@ def test_bf16_autocast():
     assert float(value) == pytest.approx(float(diversity_loss(z.to(torch.bfloat16).float())), rel=1e-6)
 
 
-def test_with_diversity_adds_lambda_times_the_term():
+def test_diversity_loss_module_is_lambda_times_the_term():
     z = torch.randn(4, 6, 3, dtype=torch.float64)
-    targets = (torch.rand(6, 3) < 0.5).double()
-    base = build("bce")
-    total = WithDiversity(base, weight=0.2)(z, targets)
-    assert float(total) == pytest.approx(float(base(z.mean(0), targets) + 0.2 * diversity_loss(z)), rel=1e-12)
-    per_expert = WithDiversity(base, weight=0.2, form="pairwise", per_expert=True)(list(z), targets)
-    expected = sum(float(base(z_i, targets)) for z_i in z) + 0.2 * float(diversity_loss(z, "pairwise"))
-    assert float(per_expert) == pytest.approx(expected, rel=1e-12)
     assert float(DiversityLoss(0.5)(z)) == pytest.approx(0.5 * float(diversity_loss(z)), rel=1e-12)
 
 

@@ -11,7 +11,8 @@ import torch
 
 from cxrlt.config import LossSpec
 from cxrlt.errors import ConfigError
-from cxrlt.losses import LOSSES, build
+from cxrlt.losses import build
+from cxrlt.registry import LOSSES
 
 NAN = float("nan")
 NAMES = ["Atelectasis", "Effusion", "Mass", "Hernia"]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from cxrlt.config import DataConfig, SamplerSpec, parse_config
 from cxrlt.data.samplers import build as build_sampler
-from cxrlt.data.source_sampling import SourceWeightedSampler, source_index
-from cxrlt.data.sources import load_table
+from cxrlt.data.source_sampling import SourceWeightedSampler
+from cxrlt.data.sources import load_table, source_positions
 from cxrlt.data.stats import LabelStats
 from cxrlt.data.transforms import Pipeline
 from cxrlt.errors import ConfigError
-from cxrlt.losses import LOSSES, build as build_loss
+from cxrlt.losses import build as build_loss
+from cxrlt.registry import LOSSES
 from cxrlt.training.data import RunData, StageDataModule
 
 
@@ -48,8 +51,7 @@ def test_unannotated_classes_are_missing_or_zero(two_sources):
     assert np.isnan(missing.labels[from_b, 0]).all() and np.isnan(missing.labels[~from_b, 2]).all()
     assert not np.isnan(missing.labels[:, 1]).any()
     assert (zero.labels[from_b, 0] == 0).all() and (zero.labels[~from_b, 2] == 0).all()
-    assert np.array_equal(source_index(missing.image_ids, [[f"a{i}.png" for i in range(300)],
-                                                           [f"b{i}.png" for i in range(100)]]), from_b.astype(int))
+    assert np.array_equal(source_positions(missing), from_b.astype(int))
 
 
 @pytest.mark.parametrize("sampler", ["instance", "cycle"])
@@ -88,6 +90,11 @@ def test_zero_weight_leaves_a_source_out_and_bad_weights_are_refused():
 def test_training_loader_draws_sources_by_the_configured_weights(two_sources):
     config = parse_config({"data": _data(two_sources, source_weights=[1, 1])})
     data = RunData(config, load_table(config.data))
+    # the source of each row is what load_table recorded: no label file is read again
+    for source in two_sources:
+        Path(source["labels"]).unlink()
+    source_b = np.char.startswith(np.array(data.table.image_ids), "b")
+    assert np.array_equal(data.source_index, source_b.astype(int))
     module = StageDataModule(data, 32, 16, SamplerSpec(name="cycle"), Pipeline([], 32), num_workers=0, seed=0)
     sampler = module.train_dataloader().sampler.base
     assert isinstance(sampler, SourceWeightedSampler)

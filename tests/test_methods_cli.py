@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cxrlt.cli import main
-from cxrlt.commands.methods import KINDS, describe
+from cxrlt.commands.methods import describe
+from cxrlt.registry import KINDS
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_registered_name_is_listed(kind):
-    import importlib
-
-    module, attribute, _ = KINDS[kind]
-    registry = getattr(importlib.import_module(module), attribute)
     listing = describe(kind)
-    for name in registry.names():
+    for name in KINDS[kind].names():
         assert f"\n  {name}: " in listing
 
 

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from cxrlt.config import AugmentConfig
-from cxrlt.data.mixing import MIXERS, CutMix, MixerChoice, MixUp, Mosaic, build_mixer, mix_labels
+from cxrlt.data.mixing import CutMix, MixerChoice, MixUp, Mosaic, build_mixer, mix_labels
 from cxrlt.errors import ConfigError
+from cxrlt.registry import MIXERS
 
 nan = float("nan")
 B, H, W = 6, 20, 28

@@ -6,7 +6,6 @@ import math
 import pickle
 import warnings
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -16,7 +15,7 @@ from cxrlt.config import ModelConfig
 from cxrlt.errors import ConfigError
 from cxrlt.models.backbones import GRAY_MEAN, GRAY_STD, PretrainedWeightsWarning, create_backbone
 from cxrlt.models.build import build_model
-from cxrlt.models.pooling import POOLINGS
+from cxrlt.registry import POOLINGS
 
 FEATURES = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]]]])  # (1, 1, 2, 2)
 

@@ -17,7 +17,7 @@ from cxrlt.cli import main
 from cxrlt.data.cache import read_cache_info
 from cxrlt.data.images import load_image
 from cxrlt.data.table import LabelTable
-from cxrlt.registry import Registry
+from cxrlt.registry import KINDS, Registry
 
 
 def folder_table(root: str) -> LabelTable:
@@ -36,8 +36,8 @@ def sources(monkeypatch):
     def folder(root: str) -> LabelTable:
         return folder_table(root)
 
+    monkeypatch.setitem(KINDS, "source", registry)
     module = types.ModuleType("cxrlt.data.sources")
-    module.SOURCES = registry
     module.load_table = lambda data: data.sources[0].build()
     monkeypatch.setitem(sys.modules, "cxrlt.data.sources", module)
     monkeypatch.setattr(cxrlt.data, "sources", module, raising=False)

@@ -196,8 +196,9 @@ def test_smoke_data_keeps_each_sources_label_space_and_split(workdir, text_encod
 def no_plots(monkeypatch):
     """Skip matplotlib in smoke runs (~30 s a run here); report plots are tested in test_training."""
     import cxrlt.runs.finish as evaluate
+    from cxrlt.evaluation.scoring import Scores
 
-    monkeypatch.setattr(evaluate, "write_plots", lambda *args, **kwargs: [])
+    monkeypatch.setattr(Scores, "write_plots", lambda *args, **kwargs: [])
     monkeypatch.setattr(evaluate, "plot_training_curves", lambda *args, **kwargs: None)
     monkeypatch.setattr(evaluate, "save_plots", lambda *args, **kwargs: [])
 

@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from cxrlt.config import SamplerSpec
-from cxrlt.data.samplers import (
-    NO_POSITIVE,
-    SAMPLERS,
-    build,
-    expected_label_frequency,
-    least_sampled_limit,
-    sampler_frequency_table,
-)
+from cxrlt.data.samplers import NO_POSITIVE, build, least_sampled_limit, sampler_frequency_table
+from cxrlt.data.stats import expected_label_frequency
 from cxrlt.errors import ConfigError, InputError
+from cxrlt.registry import SAMPLERS
 
 NAMES = ("instance", "cycle", "least_sampled", "sqrt", "repeat_factor")
 PARAMS = {"repeat_factor": {"threshold": 0.3}}
@@ -262,6 +257,16 @@ def test_config_validates_sampler_parameters():
                          ({"name": "cycle", "seed": 3}, "unknown key")]:
         with pytest.raises(Exception, match=message):
             SamplerSpec.model_validate(bad)
+
+
+def test_a_label_of_one_half_is_positive_for_samplers_as_for_the_statistics():
+    from cxrlt.data.stats import LabelStats, positive_matrix
+
+    labels = np.array([[0.5, 0], [0, 1], [0.49, 1], [np.nan, 0]], dtype=np.float32)
+    sampler = build("instance", labels=labels, seed=0, rank=0, world_size=1)
+    np.testing.assert_array_equal(sampler.positive, positive_matrix(labels))
+    np.testing.assert_allclose(sampler.expected_frequency(), [1 / 4, 2 / 4, 1 / 4])  # image 3: no positive
+    assert LabelStats.from_labels(labels, ["a", "b"]).positives == [1, 2]
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -11,10 +11,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.stats import LabelStats
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import CHEXPERT14
+from cxrlt.registry import SOURCES
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT14]
 PREFIX = "CheXpert-v1.0-small/train/"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from cxrlt.config import DataConfig
-from cxrlt.data.sources import SOURCES, load_table
+from cxrlt.data.sources import load_table
 from cxrlt.errors import ConfigError, InputError
+from cxrlt.registry import SOURCES
 
 
 def write(path, text):

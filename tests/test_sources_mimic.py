@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.errors import InputError
+from cxrlt.registry import SOURCES
 
 HEADER = "dicom_id,subject_id,study_id,ViewPosition,split,Atelectasis,Calcification of the Aorta,Pneumoperitoneum,Support Devices,n_findings"
 ROWS = [

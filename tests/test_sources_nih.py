@@ -7,9 +7,9 @@ import gzip
 import numpy as np
 import pytest
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.errors import InputError
 from cxrlt.labels import NIH14
+from cxrlt.registry import SOURCES
 
 HEADER_2020 = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"

@@ -7,15 +7,14 @@ import pandas as pd
 import pytest
 
 from cxrlt.config import SplitConfig
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.splits import (
     assign_splits,
     iterative_stratified_group_kfold,
-    patient_groups,
     random_patient_split,
 )
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import ConfigError
+from cxrlt.registry import SOURCES
 
 
 def synthetic(n_patients=600, seed=0, classes=6, with_missing_ids=False, splits=None):
@@ -36,14 +35,14 @@ def synthetic(n_patients=600, seed=0, classes=6, with_missing_ids=False, splits=
 
 
 def parts_per_patient(table):
-    frame = pd.DataFrame({"group": patient_groups(table), "split": table.meta["split"].to_numpy()})
+    frame = pd.DataFrame({"group": table.patient_groups(), "split": table.meta["split"].to_numpy()})
     return frame.groupby("group")["split"].nunique()
 
 
 # ---------------------------------------------------------------- random
 def test_random_split_is_patient_wise_close_to_fractions_and_seeded():
     table = synthetic(2000)
-    groups = patient_groups(table)
+    groups = table.patient_groups()
     parts = random_patient_split(groups, 0.1, 0.2, seed=3)
     per_patient = pd.DataFrame({"g": groups, "s": parts}).drop_duplicates()
     assert per_patient["g"].is_unique  # no patient in two parts
@@ -85,7 +84,7 @@ def test_kfold_rare_labels_are_spread_exactly():
 
 def test_kfold_patients_never_span_folds_and_labels_are_balanced():
     table = synthetic(1500, seed=1, with_missing_ids=True)
-    groups = patient_groups(table)
+    groups = table.patient_groups()
     folds = iterative_stratified_group_kfold(table.labels, groups, 5, seed=0)
     assert pd.DataFrame({"g": groups, "f": folds}).groupby("g")["f"].nunique().max() == 1
     positives = np.nan_to_num(table.labels)
@@ -139,14 +138,14 @@ def test_source_method_keeps_a_source_validation_set():
 def test_same_patient_id_in_two_sources_is_two_patients():
     meta = pd.DataFrame({"image_id": ["a", "b"], "path": "x", "patient_id": ["1", "1"], "source": ["nih", "chexpert"]})
     table = LabelTable(meta, np.zeros((2, 1)), ["c"])
-    assert len(set(patient_groups(table))) == 2
+    assert len(set(table.patient_groups())) == 2
 
 
 # ------------------------------------------------------------- real data
 @pytest.mark.real_data
 def test_real_nih_kfold_is_stratified(shared_data):
     table = SOURCES.build("nih", labels=shared_data / "nih" / "Data_Entry_2017_v2020.csv.gz", no_finding=True)
-    groups = patient_groups(table)
+    groups = table.patient_groups()
     folds = iterative_stratified_group_kfold(table.labels, groups, 5, seed=0)
     assert pd.DataFrame({"g": groups, "f": folds}).groupby("g")["f"].nunique().max() == 1
     per_fold = np.stack([table.labels[folds == k].sum(axis=0) for k in range(5)])

@@ -16,8 +16,8 @@ from cxrlt.models.backbones import GRAY_MEAN, GRAY_STD
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.models.heads import LinearHead
 from cxrlt.models.pooling import AvgPool
+from cxrlt.registry import OPTIMIZERS
 from cxrlt.training.checkpoints import load_checkpoint, model_state
-from cxrlt.training.optim import OPTIMIZERS
 from cxrlt.runs.train import train
 from cxrlt.training.stages import resolve_stages
 from cxrlt.training.tau import mean_f1_at_half, tune_tau
@@ -111,7 +111,7 @@ def test_decoupled_stage_defaults_to_class_balanced_sampling_and_reinit(tmp_path
     first, second = resolve_stages(config, tmp_path)
     assert (first.sampler.name, first.reinit_head, first.freeze_backbone) == ("instance", False, False)
     assert (second.sampler.name, second.reinit_head, second.freeze_backbone) == ("cycle", True, True)
-    assert second.epochs == 1 and second.folder.name == "02-crt"
+    assert second.epochs == 1 and second.files.folder.name == "02-crt"
 
 
 @pytest.mark.slow
@@ -146,8 +146,9 @@ def test_progressive_resizing_second_stage_is_larger_and_starts_from_best(tmp_pa
     small, large = resolve_stages(config, tmp_path / "run")
     assert (small.image_size, small.batch_size, large.image_size, large.batch_size) == (32, 32, 48, 16)
     run = train(config, tmp_path / "run", progress=False).run_dir
-    logs = (run / "stages/02-large/logs/metrics.csv").read_text().splitlines()
-    steps = max(int(line.split(",")[1]) for line in logs[1:])
+    import pandas as pd
+
+    steps = int(pd.read_csv(run / "stages/02-large/logs/metrics.csv")["step"].max())
     # 600 training images at batch 16 = 37 steps (batch 32 would be 18)
     assert steps >= 36
     assert json.loads((run / "model.json").read_text())["image_size"] == 48
@@ -193,7 +194,7 @@ def test_ranger_is_radam_with_lookahead():
     ("cosine", {"warmup_epochs": 0.0, "min_lr_ratio": 0.0}, [(0, 1.0), (50, 0.5), (100, 0.0)]),
 ])
 def test_schedules_hand_values(name, params, checks):
-    from cxrlt.training.optim import SCHEDULES
+    from cxrlt.registry import SCHEDULES
 
     factor = SCHEDULES.build(name, context={"steps_per_epoch": 10, "total_steps": 100}, **params)
     for step, value in checks:

@@ -70,6 +70,35 @@ def test_class_without_positives_has_nan_conditional_row():
     assert np.isnan(stats.conditional()[1]).all()
 
 
+def test_conditional_with_missing_labels_is_one_definition_for_the_stats_and_the_gcn():
+    """P(j | i) over the images positive for i whose label j is annotated; the GCN's matrix is built from it."""
+    from cxrlt.models.graph import adjacency_from_conditional, gcn_adjacency
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((400, 4)) < [0.5, 0.3, 0.2, 0.1]).astype(np.float32)
+    labels[rng.random(labels.shape) < 0.2] = NAN
+    brute = np.full((4, 4), NAN)
+    for i in range(4):
+        for j in range(4):
+            annotated = (labels[:, i] == 1) & ~np.isnan(labels[:, j])
+            if annotated.any():
+                brute[i, j] = np.mean(labels[annotated, j] == 1)
+    stats = LabelStats.from_labels(labels, list("abcd"))
+    np.testing.assert_allclose(stats.conditional(), brute, rtol=1e-12)
+    assert not np.allclose(brute, stats.cooccurrence / np.diag(stats.cooccurrence)[:, None])  # not n_ij / n_i here
+    np.testing.assert_allclose(gcn_adjacency(labels, tau=0.3), adjacency_from_conditional(brute, tau=0.3))
+
+
+def test_label_plots_use_the_palette_of_every_other_figure():
+    from matplotlib.colors import to_rgba
+
+    from cxrlt.evaluation.plots import GROUP_COLOURS as figure_colours
+
+    stats = LabelStats.from_labels(LABELS, CLASSES)  # bars most frequent first: Mass, Nodule, No Finding
+    bars = plot_label_distribution(stats, groups=["tail", "head", "medium"]).axes[0].patches
+    assert [bar.get_facecolor() for bar in bars] == [to_rgba(figure_colours[g]) for g in ("tail", "head", "medium")]
+
+
 def test_from_table_and_groups():
     table = LabelTable(pd.DataFrame({"image_id": list("abcd"), "path": list("abcd")}), LABELS, CLASSES)
     stats = LabelStats.from_table(table)

@@ -85,6 +85,20 @@ def test_config_data_section(tmp_path):
     assert json.loads(out.read_text())["patients_in_both"] == 0
 
 
+def test_config_groups_options_decide_the_groups(tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,patient_id,Mass,Edema\n" + "".join(f"i{i}.png,p{i},{i % 2},{int(i % 3 == 0)}\n" for i in range(40)))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {{sources: [{{name: csv, labels: {labels}}}], split: {{method: random}}}}\n"
+                      "evaluation: {groups: {method: count, head_min: 15, tail_max: 15}}\n")
+    out = tmp_path / "s.json"
+    assert main(["stats", "--config", str(config), "--json", str(out)]) == 0
+    classes = json.loads(out.read_text())["classes"]
+    assert (classes["Mass"]["group"], classes["Edema"]["group"]) == ("head", "tail")  # 20 and 14 positives
+    assert main(["stats", "--config", str(config), "--override", "evaluation.groups.head_min=x"]) == 2
+    assert "evaluation.groups.head_min" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -109,7 +123,7 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "data.sources.0" in capsys.readouterr().err
     config.write_text("model: {}\n")
     assert main(["stats", "--config", str(config)]) == 2
-    assert "needs a `data` section" in capsys.readouterr().err
+    assert "no `data` section" in capsys.readouterr().err
 
 
 def test_help_has_an_example(capsys):

@@ -67,8 +67,8 @@ def test_tiny_run_learns_and_writes_a_complete_run_folder(tmp_path, data_dir):
     val_logged = json.loads((run / "stages/01-main/done.json").read_text())["best_score"]
     assert 0.6 < val_logged <= 1.0
     # the saved model alone reproduces the saved predictions
-    model, meta = load_model(run)
-    assert meta["classes"][0] == "Atelectasis" and len(meta["thresholds"]) == 14
+    model, card = load_model(run)
+    assert card.classes[0] == "Atelectasis" and len(card.thresholds) == 14
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["optimizer"] == {"name": "adamw", "lr": 0.003, "weight_decay": 0.01,
                                            "betas": [0.9, 0.999], "eps": 1e-08}

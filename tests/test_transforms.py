@@ -10,18 +10,17 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from cxrlt.config import AugmentConfig, parse_config
+from cxrlt.config import AugmentConfig, deterministic_transforms, parse_config
 from cxrlt.data.transforms import (
-    TRANSFORMS,
     Pipeline,
     build_pipeline,
     cutout_boxes,
-    deterministic_names,
     eval_pipeline,
     resize_to,
     warp_affine,
 )
 from cxrlt.errors import ConfigError
+from cxrlt.registry import TRANSFORMS
 
 # Parameters that make every transform run (p = 1) and actually change the image.
 ALWAYS = {
@@ -322,7 +321,7 @@ def test_centre_crop_eval_pipeline_changes_the_model_input():
 
 
 def test_deterministic_transforms_are_the_ones_whose_output_ignores_the_generator():
-    assert deterministic_names() == sorted(DETERMINISTIC)
+    assert deterministic_transforms() == sorted(DETERMINISTIC)
     image = noise_image(64, 64)
     for name, params in {**ALWAYS, "hflip": {"p": 0.5}}.items():  # a mirror with p = 1 draws nothing that matters
         transform = make(name, **params)

@@ -85,16 +85,6 @@ def _configure_output(quiet_progress: bool) -> None:
         os.environ[ENV_DISABLE] = "1"  # every bar of the toolkit, also in worker processes
 
 
-def quiet_lightning() -> None:
-    """Lower Lightning's start-up chatter to warnings (call after importing it).
-
-    Lightning sets its own loggers to INFO when imported, so this runs from
-    the commands that train rather than at CLI start-up.
-    """
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def user_message(exc: CxrltError) -> str:
     """The error's own paragraph, also when it was raised in a DataLoader worker process.
 

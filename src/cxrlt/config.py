@@ -4,15 +4,16 @@ A run is one YAML file. Every section is a pydantic model that rejects
 unknown keys; every pluggable method (data source, loss, sampler, pooling,
 head, optimiser, schedule, transform, mixing) is written `{name: ..., **params}`
 and its parameters are checked against the signature of the registered
-factory (see `cxrlt.registry`). Errors name the key path and what was
-expected. Command-line overrides use `key.sub=value` (YAML-parsed value;
-list items by index, e.g. `stages.1.epochs=2`).
+factory, looked up in the table of kinds `cxrlt.registry.KINDS` (imported
+lazily: validating a config imports the kinds it names, nothing else).
+Errors name the key path and what was expected. Command-line overrides use
+`key.sub=value` (YAML-parsed value; list items by index, e.g.
+`stages.1.epochs=2`).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
@@ -22,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from cxrlt.errors import ConfigError, clip, echo
-from cxrlt.registry import Registry, format_validation_error
+from cxrlt.registry import Registry, format_validation_error, kind
 
 
 class Strict(BaseModel):
@@ -32,21 +33,20 @@ class Strict(BaseModel):
 
 
 class Component(BaseModel):
-    """`{name: ..., **params}` checked against a registry named by `registry`.
+    """`{name: ..., **params}` checked against the registry of the config kind `kind` (a key of `KINDS`).
 
     A bare string is accepted as `{name: <string>}`. The validated parameters
     (defaults filled in) are kept in `params`; serialising flattens them back.
     """
 
-    registry: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def lookup(cls) -> Registry[Any]:
-        """The registry this component is chosen from (imported lazily)."""
-        module_name, attribute = cls.registry.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        """The registry this component is chosen from."""
+        return kind(cls.kind)
 
     @model_validator(mode="before")
     @classmethod
@@ -77,39 +77,39 @@ class Component(BaseModel):
 
 
 class SourceSpec(Component):
-    registry = "cxrlt.data.sources:SOURCES"
+    kind = "source"
 
 
 class LossSpec(Component):
-    registry = "cxrlt.losses:LOSSES"
+    kind = "loss"
 
 
 class SamplerSpec(Component):
-    registry = "cxrlt.data.samplers:SAMPLERS"
+    kind = "sampler"
 
 
 class PoolingSpec(Component):
-    registry = "cxrlt.models.pooling:POOLINGS"
+    kind = "pooling"
 
 
 class HeadSpec(Component):
-    registry = "cxrlt.models.heads:HEADS"
+    kind = "head"
 
 
 class OptimizerSpec(Component):
-    registry = "cxrlt.training.optim:OPTIMIZERS"
+    kind = "optimizer"
 
 
 class ScheduleSpec(Component):
-    registry = "cxrlt.training.optim:SCHEDULES"
+    kind = "schedule"
 
 
 class TransformSpec(Component):
-    registry = "cxrlt.data.transforms:TRANSFORMS"
+    kind = "transform"
 
 
 class MixingSpec(Component):
-    registry = "cxrlt.data.mixing:MIXERS"
+    kind = "mixing"
 
 
 # --------------------------------------------------------------------- data
@@ -268,13 +268,28 @@ class AugmentConfig(Strict):
     @field_validator("eval")
     @classmethod
     def _eval_is_deterministic(cls, specs: list[TransformSpec]) -> list[TransformSpec]:
-        from cxrlt.data.transforms import refuse_random
-
         try:
-            refuse_random([spec.name for spec in specs])
+            refuse_random_transforms([spec.name for spec in specs])
         except ConfigError as exc:
             raise PydanticCustomError("eval_transform", "{detail}", {"detail": str(exc)}) from None
         return specs
+
+
+def deterministic_transforms() -> list[str]:
+    """Registered transforms whose output depends on the image alone: those `augment.eval` accepts."""
+    registry = TransformSpec.lookup()
+    return [name for name in registry.names() if getattr(registry.entry(name).factory, "deterministic", False)]
+
+
+def refuse_random_transforms(names: Sequence[str]) -> None:
+    """ConfigError (without the key; the caller names it) when a name is not a deterministic transform."""
+    allowed = deterministic_transforms()
+    random = [f"{name} (item {i})" for i, name in enumerate(names) if name not in allowed]
+    if random:
+        raise ConfigError(
+            f"random transform {', '.join(random)}: evaluation transforms must be deterministic (the same image "
+            f"must always give the same prediction); choose from: {', '.join(allowed)}"
+        )
 
 
 class GroupsConfig(Strict):
@@ -520,13 +535,38 @@ def load_data_config(path: str | Path, overrides: Sequence[str] = (), purpose: s
     training sections. `purpose` completes the message when the section is
     missing ("`cxrlt check` reads its labels and images from it").
     """
+    return _load_data_sections(path, overrides, purpose)[0]
+
+
+def load_data_and_groups(
+    path: str | Path, overrides: Sequence[str] = (), purpose: str = "this command reads"
+) -> tuple[DataConfig, GroupsConfig]:
+    """The `data` section and the `evaluation.groups` options (defaults when absent), validated alone.
+
+    For label statistics (`cxrlt stats`): the data and how its classes are
+    grouped, whatever the other sections name.
+    """
+    data, groups = _load_data_sections(path, overrides, purpose, ("evaluation.groups", GroupsConfig))
+    return data, groups
+
+
+def _load_data_sections(
+    path: str | Path, overrides: Sequence[str], purpose: str, *optional: tuple[str, type[BaseModel]]
+) -> list[Any]:
+    """The validated `data` section and each optional (dotted key, model) section ({} when absent)."""
     raw = apply_overrides(load_yaml(path), overrides)
     if not isinstance(raw.get("data"), dict):
         raise ConfigError(f"{path}: no `data` section (sources, images...); {purpose}")
-    try:
-        return DataConfig.model_validate(raw["data"])
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, prefix='data')}") from None
+    sections: list[Any] = []
+    for key, model in (("data", DataConfig), *optional):
+        value: Any = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        try:
+            sections.append(model.model_validate(value or {}))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {format_validation_error(exc, prefix=key)}") from None
+    return sections
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:

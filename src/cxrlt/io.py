@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -171,20 +172,15 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
-def resolve_inside(base: str | Path, relative: str | Path) -> Path:
-    """Join `relative` under `base` and refuse any result that escapes `base`.
+def safe_name(text: str) -> str:
+    """`text` as one file name: letters, digits, '.', '-' and '_' (runs of anything else become one '_').
 
-    Used wherever a name that came from a data file (an image id, a path in a
-    CSV) decides where the toolkit writes.
+    The guard for a name taken from a data file (an image id, a class name)
+    that decides where the toolkit writes: the result has no separator and
+    does not start with '.', so it stays in the folder it is joined to.
     """
-    base_resolved = Path(base).resolve()
-    candidate = (base_resolved / relative).resolve()
-    if candidate != base_resolved and base_resolved not in candidate.parents:
-        raise InputError(
-            f"the name {str(relative)!r} would write outside the output folder {base_resolved}; "
-            "names taken from data files must stay inside it"
-        )
-    return candidate
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return cleaned or "unnamed"
 
 
 def check_output(

@@ -19,12 +19,17 @@ changes in one line. Layout of a run folder::
 of a k-fold folder::
 
     KFOLD_DIR/kfold.yaml, kfold.json, folds/K/ (a run folder + fold.json),
-    KFOLD_DIR/predictions_oof.csv, metrics_oof.json, predictions.csv, metrics.json
+    KFOLD_DIR/predictions_oof.csv, labels_oof.csv, metrics_oof.json,
+    KFOLD_DIR/predictions.csv, labels.csv, metrics.json
 
 and of a sweep folder::
 
     SWEEP_DIR/base.yaml, sweep.json, runs/VARIANT/seedN/ (a run folder), logs/VARIANT-seedN.log,
     SWEEP_DIR/results.csv, summary.md, summary.json, summary.png
+
+Files written beside a chosen output: `cxrlt ensemble --out E.csv` writes
+E_selection.json and E_metrics.json; `cxrlt compare --out DIR` writes
+DIR/comparison.{json,csv,png}.
 """
 
 from __future__ import annotations
@@ -74,6 +79,44 @@ class ModelFiles:
 
     def exist(self) -> bool:
         return self.weights.is_file() and self.card.is_file()
+
+
+@dataclass(frozen=True)
+class EnsembleFiles:
+    """What `cxrlt ensemble` writes: its prediction table and, beside it, the selection and the metrics."""
+
+    predictions: Path
+
+    @property
+    def selection(self) -> Path:
+        """Class-wise selection: the members chosen per class."""
+        return self.predictions.with_name(self.predictions.stem + "_selection.json")
+
+    @property
+    def metrics(self) -> Path:
+        """The metrics report of the ensemble on the test labels."""
+        return self.predictions.with_name(self.predictions.stem + "_metrics.json")
+
+
+@dataclass(frozen=True)
+class ComparisonFiles:
+    """What `cxrlt compare --out DIR` writes."""
+
+    folder: Path
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "comparison.json"
+
+    @property
+    def table(self) -> Path:
+        """One row per class, mean and group."""
+        return self.folder / "comparison.csv"
+
+    @property
+    def figure(self) -> Path:
+        """Per-class differences with their intervals."""
+        return self.folder / "comparison.png"
 
 
 @dataclass(frozen=True)
@@ -229,8 +272,8 @@ class KFoldFiles:
 
     CONFIG = "kfold.yaml"
     STATE = "kfold.json"
-    ENTRIES = ("kfold.yaml", "kfold.json", "folds", "predictions_oof.csv", "metrics_oof.json", "predictions.csv",
-               "metrics.json")
+    ENTRIES = ("kfold.yaml", "kfold.json", "folds", "predictions_oof.csv", "labels_oof.csv", "metrics_oof.json",
+               "predictions.csv", "labels.csv", "metrics.json")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -258,6 +301,11 @@ class KFoldFiles:
         return self.path / "predictions_oof.csv"
 
     @property
+    def oof_labels(self) -> Path:
+        """Labels of the out-of-fold predictions, in their row order."""
+        return self.path / "labels_oof.csv"
+
+    @property
     def oof_metrics(self) -> Path:
         return self.path / "metrics_oof.json"
 
@@ -265,6 +313,11 @@ class KFoldFiles:
     def predictions(self) -> Path:
         """Test predictions, the fold models merged."""
         return self.path / "predictions.csv"
+
+    @property
+    def labels(self) -> Path:
+        """Labels of the test predictions, in their row order."""
+        return self.path / "labels.csv"
 
     @property
     def metrics(self) -> Path:

@@ -106,11 +106,6 @@ class OwnedFolder:
             marker["entries"] = known + new
             write_json(self.path / MARKER, marker)
 
-    def foreign_entries(self) -> list[str]:
-        """Entries that are neither recorded nor bookkeeping (files a user put here)."""
-        known = set(self.entries()) | set(BOOKKEEPING)
-        return [name for name in _entries(self.path) if name not in known and not _is_temporary_of(name, known)]
-
     def remove_owned(self, names: Iterable[str] | None = None) -> list[str]:
         """Delete recorded entries (all, or those of `names` that are recorded); return what was removed.
 

@@ -1,13 +1,13 @@
-"""Head / medium / tail options shared by `cxrlt evaluate` and `cxrlt compare`."""
+"""Scoring options shared by `cxrlt evaluate`, `cxrlt compare` and `cxrlt ensemble`: groups, thresholds, bootstrap."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
+    from cxrlt.evaluation.tables import GroupOptions, TableScoring
 
 
 def add_group_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,19 +32,46 @@ def add_group_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count: tail when positives < N (default: 100)")
 
 
-def resolve_groups(args: argparse.Namespace, classes: Sequence[str], predictions: Sequence[Path],
-                   evaluated_positives: "np.ndarray") -> tuple[list[str], "np.ndarray | None", str]:
-    """(groups, training positives or None, note on their source) from the options of `add_group_arguments`."""
-    from cxrlt.errors import ConfigError
-    from cxrlt.evaluation.groups import class_groups, training_positives
+def group_options(args: argparse.Namespace) -> "GroupOptions":
+    """The options of `add_group_arguments`."""
+    from cxrlt.evaluation.tables import GroupOptions
 
-    for flag, value in (("--head", args.head), ("--tail", args.tail)):
-        if value < 0:
-            raise ConfigError(f"{flag} must be 0 (the label space's default) or a number of classes, got {value}")
-    train, note = training_positives(classes, args.groups_from, predictions, args.id_column)
-    try:
-        groups = class_groups(evaluated_positives if train is None else train, args.group_method, args.head,
-                              args.tail, args.head_min, args.tail_max, classes=classes)
-    except ValueError as exc:
-        raise ConfigError(f"--head / --tail: {exc}") from None
-    return groups, train, note
+    return GroupOptions(args.groups_from, args.group_method, args.head, args.tail, args.head_min, args.tail_max)
+
+
+def add_threshold_method_arguments(group: argparse._ArgumentGroup) -> None:
+    """--threshold-method and --target-sensitivity: how per-class thresholds are tuned on validation."""
+    group.add_argument("--threshold-method", choices=("max_f1", "sensitivity"), default="max_f1",
+                       help="max_f1: maximise validation F1; sensitivity: highest threshold reaching "
+                            "--target-sensitivity")
+    group.add_argument("--target-sensitivity", type=float, default=0.9, metavar="S",
+                       help="for --threshold-method sensitivity (default: 0.9)")
+
+
+def add_bootstrap_arguments(group: argparse._ArgumentGroup) -> None:
+    """--bootstrap, --patients, --level and --seed: percentile bootstrap intervals."""
+    group.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                       help="bootstrap resamples for confidence intervals (default: 0, none; 1000 is usual)")
+    group.add_argument("--patients", metavar="COL",
+                       help="patient id column of the label file: resample patients, not images")
+    group.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
+    group.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+
+
+def scoring_options(args: argparse.Namespace, threshold: float = 0.5) -> "TableScoring":
+    """The options of `add_group_arguments`, `add_threshold_method_arguments` and `add_bootstrap_arguments`."""
+    from cxrlt.errors import ConfigError
+    from cxrlt.evaluation.scoring import BootstrapSettings
+    from cxrlt.evaluation.tables import TableScoring
+
+    if not 0 < args.target_sensitivity <= 1:
+        raise ConfigError(f"--target-sensitivity must lie in (0, 1], got {args.target_sensitivity}")
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    if not 0 < args.level < 1:
+        raise ConfigError(f"--level must lie in (0, 1), e.g. 0.95; got {args.level}")
+    if args.patients is not None and args.bootstrap == 0:
+        raise ConfigError("--patients only chooses what the bootstrap resamples: give --bootstrap N too")
+    return TableScoring(args.id_column, threshold, args.threshold_method, args.target_sensitivity,
+                        BootstrapSettings(args.bootstrap, args.seed, args.level) if args.bootstrap else None,
+                        args.patients, group_options(args))

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cxrlt.config import apply_overrides, parse_config, parse_yaml
-    from cxrlt.cli import quiet_lightning
+    from cxrlt.training import quiet_lightning
     from cxrlt.runs.folder import RunFolder
     from cxrlt.runs.train import resume, train
 

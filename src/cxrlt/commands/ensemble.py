@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxrlt.commands._groups import (
+    add_bootstrap_arguments,
+    add_group_arguments,
+    add_threshold_method_arguments,
+    scoring_options,
+)
+
 HELP = "combine several models' prediction tables: model-wise mean or class-wise selection"
 DESCRIPTION = """
 Each MEMBER is one model's predictions, given as
@@ -22,8 +29,17 @@ cover the same images and classes are refused.
 logit (the renormalised geometric mean); classwise picks, for each class, the
 --top-k members with the best validation AP (or --metric auc) for that class
 and merges them (by --merge, default arithmetic). Validation labels come from
---labels-val, or from the first folder member's configuration. With --labels,
-the ensemble and every member are scored on the test labels.
+--labels-val, or from the first folder member (the labels it saved beside its
+validation predictions).
+
+With --labels (test labels), every member and the ensemble are scored: their
+mean AUC and AP are printed, and the ensemble's full report, a metrics.json
+like a run's (per class, means, head / medium / tail groups, calibration,
+bootstrap intervals with --bootstrap N), is written beside --out as
+OUT_metrics.json. Its F1 thresholds are tuned on the members' validation
+predictions, ensembled the same way, when every member has them for the
+same images (--threshold-method, --target-sensitivity as in `cxrlt evaluate`).
+Groups are made as in `cxrlt evaluate`.
 """
 EXAMPLE = """
 cxrlt ensemble runs/densenet runs/convnext runs/effnet --method classwise --top-k 2 --out ensemble.csv
@@ -50,115 +66,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classwise: validation labels (default: from the first folder member)")
     parser.add_argument("--labels", type=Path, metavar="L.csv", help="test labels: score the ensemble and members")
     parser.add_argument("--id-column", metavar="C", help="id column of the CSV files (default: found by name)")
-
-
-def _folder_tables(folder: Path) -> tuple[Path, Path]:
-    """(test, validation) prediction files of a run or k-fold folder."""
-    from cxrlt.errors import InputError
-    from cxrlt.layout import KFoldFiles, RunFiles
-
-    kfold, run = KFoldFiles(folder), RunFiles(folder)
-    if kfold.state.is_file():
-        test, val = kfold.predictions, kfold.oof_predictions
-    elif run.config.is_file():
-        from cxrlt.runs.train import load_run_config
-
-        headline = load_run_config(folder).evaluation.split
-        test, val = run.predictions("test", headline), run.predictions("val", headline)
-    else:
-        raise InputError(f"neither a run folder ({run.CONFIG}) nor a k-fold folder ({kfold.STATE})", folder)
-    if not test.is_file():
-        raise InputError(f"has no test predictions ({test.name}); run `cxrlt evaluate {folder} --split test` first",
-                         folder)
-    return test, val
-
-
-def _folder_val_labels(folder: Path):
-    """Validation labels of a run folder (its val split) or k-fold folder (its out-of-fold rows)."""
-    from cxrlt.evaluation.predictions import ClassTable
-    from cxrlt.layout import KFoldFiles
-
-    if KFoldFiles(folder).state.is_file():
-        from cxrlt.runs.kfold import oof_labels
-
-        return oof_labels(folder)
-    from cxrlt.training.data import load_run_data
-    from cxrlt.runs.train import load_run_config
-
-    part = load_run_data(load_run_config(folder)).part("val")
-    return ClassTable(part.meta["image_id"].astype(str).to_numpy(dtype=object), tuple(part.classes), part.labels,
-                      folder / "config.yaml")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scoring = parser.add_argument_group("scores on --labels")
+    add_threshold_method_arguments(scoring)
+    add_bootstrap_arguments(scoring)
+    add_group_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the members, combine them, write the table and print what was done."""
-    import warnings
+    from cxrlt.errors import ConfigError
+    from cxrlt.layout import EnsembleFiles
+    from cxrlt.runs.ensemble import build_ensemble
 
-    from cxrlt.ensemble.combine import classwise_ensemble, classwise_selection, mean_ensemble
-    from cxrlt.errors import ConfigError, InputError
-    from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
-    from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions, write_predictions
-    from cxrlt.io import check_output, write_json
-
-    if len(args.members) < 2:
-        raise ConfigError("an ensemble needs two or more members")
-    inputs = [*args.members, *(args.val or []), args.labels, args.labels_val]
-    check_output(args.out, "--out", inputs=inputs)
-    selection_file = args.out.with_name(args.out.stem + "_selection.json")
-    if args.method == "classwise":
-        check_output(selection_file, "--out (its selection file)", inputs=inputs)
-    folders = [m for m in args.members if m.is_dir()]
-    files = [m for m in args.members if not m.is_dir()]
-    names = [str(m) for m in args.members]
-    tests, vals = [], []
-    csv_vals = iter(args.val or [])
-    if args.val is not None and len(args.val) != len(files):
-        raise ConfigError(f"--val gives {len(args.val)} tables for {len(files)} CSV member(s); give one per CSV member")
-    for member in args.members:
-        if member.is_dir():
-            test, val = _folder_tables(member)
-        else:
-            test, val = member, next(csv_vals, None)
-        tests.append(read_predictions(test, args.id_column))
-        vals.append(val)
-
-    if args.method == "classwise":
-        if any(v is None for v in vals):
-            raise ConfigError("--method classwise needs a validation table per member: give --val for the CSV members")
-        missing = [str(v) for v in vals if not Path(v).is_file()]
-        if missing:
-            raise InputError(f"validation predictions not found: {', '.join(missing)}")
-        if args.labels_val is not None:
-            labels_val = read_label_csv(args.labels_val, args.id_column)
-        elif folders:
-            labels_val = _folder_val_labels(folders[0])
-        else:
-            raise ConfigError("--method classwise needs validation labels: give --labels-val")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UndefinedMetricWarning)
-            selection = classwise_selection([read_predictions(v, args.id_column) for v in vals], labels_val,
-                                            args.top_k, args.metric, names)
-        for warning in caught:
-            print(f"warning: {warning.message}")
-        result = classwise_ensemble(tests, selection, args.merge)
-        print(selection.format_table())
-        write_json(selection_file, selection.to_dict())
-        print(f"\nselection written to {selection_file}")
-    else:
-        result = mean_ensemble(tests, "geometric" if args.method == "geometric" else "arithmetic")
-    write_predictions(args.out, result.ids, result.classes, result.values)
-    print(f"wrote {len(result.ids)} rows x {len(result.classes)} classes to {args.out} "
-          f"({args.method} of {len(tests)} members)")
-
-    if args.labels is not None:
-        labels = read_label_csv(args.labels, args.id_column)
+    options = scoring_options(args)
+    if args.labels is None and (options.bootstrap is not None or args.groups_from is not None):
+        raise ConfigError("--bootstrap and --groups-from are for the scores on the test labels: give --labels too")
+    ensembled = build_ensemble(args.members, args.out, method=args.method, val=args.val, labels_val=args.labels_val,
+                               top_k=args.top_k, metric=args.metric, merge=args.merge, labels=args.labels,
+                               scoring=options, progress=not args.no_progress)
+    if ensembled.selection is not None:
+        for message in ensembled.warnings:
+            print(f"warning: {message}")
+        print(ensembled.selection.format_table())
+        print(f"\nselection written to {EnsembleFiles(args.out).selection}")
+    table = ensembled.predictions
+    print(f"wrote {len(table.ids)} rows x {len(table.classes)} classes to {args.out} "
+          f"({args.method} of {len(args.members)} members)")
+    if ensembled.scored is not None:
         print(f"\ntest scores ({args.labels}): mean AUC, mean AP")
-        width = max(len(n) for n in [*names, "ensemble"])
-        for name, table in [*zip(names, tests), ("ensemble", result)]:
-            aligned = align(table, labels)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UndefinedMetricWarning)
-                summary = compute_metrics(aligned.labels, aligned.probs, aligned.classes).summary()
-            means = [summary["mean"][key] for key in ("auc", "ap")]
-            print(f"{name:<{width}}  " + "  ".join("n/a" if v is None else f"{v:.4f}" for v in means))
+        print("\n".join(ensembled.score_lines()))
+        print("ensemble: " + "; ".join(ensembled.scored.notes))
+        print("\n".join(ensembled.scored.scores.summary_lines()))
+        print(f"metrics written to {EnsembleFiles(args.out).metrics}")
     return 0

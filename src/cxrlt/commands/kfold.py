@@ -10,9 +10,14 @@ Keeps the test split of CONFIG and cuts the other images into --folds
 patient-grouped, iteratively stratified folds (no patient in two folds).
 Model k trains on the other folds and validates on fold k; it is a normal
 run in OUT/folds/k/. Then:
-  OUT/predictions_oof.csv, metrics_oof.json   every non-test image predicted by the model that did not see it
-  OUT/predictions.csv, metrics.json           test predictions, the fold models merged (--merge)
-Thresholds for F1 are tuned on the out-of-fold predictions. A stopped k-fold
+  OUT/predictions_oof.csv, labels_oof.csv, metrics_oof.json
+      every non-test image predicted by the model that did not see it
+  OUT/predictions.csv, labels.csv, metrics.json
+      test predictions, the fold models merged (--merge)
+Both metrics files have a run's metrics.json schema: thresholds for F1 (and,
+with evaluation.temperature, a temperature) are tuned on the out-of-fold
+predictions; calibration; bootstrap intervals with evaluation.bootstrap
+resamples. A stopped k-fold
 run continues with --resume: finished folds are skipped, a stopped fold
 resumes from its last checkpoint. The OUT folder can be a member of
 `cxrlt ensemble` (its out-of-fold predictions serve as validation).
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Train or resume every fold, merge, print the per-fold and merged scores."""
     from pathlib import Path
 
-    from cxrlt.cli import quiet_lightning
+    from cxrlt.training import quiet_lightning
     from cxrlt.config import load_config
     from cxrlt.runs.kfold import kfold, resume_kfold
     from cxrlt.errors import ConfigError

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cxrlt.models.label_graph import GraphFile
 
 HELP = "label graph (ML-GCN correlation matrix) and label embeddings of a run's training split"
 DESCRIPTION = """
@@ -62,60 +58,31 @@ def run(args: argparse.Namespace) -> int:
 
 def _graph(args: argparse.Namespace) -> int:
     from cxrlt.config import load_config
-    from cxrlt.data.sources import load_table
-    from cxrlt.errors import InputError
     from cxrlt.io import check_output
     from cxrlt.models.embeddings import LabelEmbeddingSpec
-    from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
-    from cxrlt.models.label_graph import GraphFile
+    from cxrlt.models.label_graph import format_graph, graph_of_run
 
     check_output(args.out, "--out", inputs=[args.config, args.embeddings])
+    for name in ("tau", "p"):
+        _check_flag(getattr(args, name), name)
     config = load_config(args.config, args.override)
-    head = config.model.head.params
-    train = load_table(config.data).split("train")
-    if len(train) == 0:
-        raise InputError(f"the training split of the data in {args.config} is empty; check data.split")
+    glove = LabelEmbeddingSpec.coerce({"method": "glove", "dim": args.dim, "seed": args.seed})
     if args.text_encoder:
         spec = LabelEmbeddingSpec.coerce({"method": "text", "model": args.text_encoder, "prompt": args.prompt})
     elif args.embeddings and args.embeddings != "glove":
         spec = LabelEmbeddingSpec.coerce(args.embeddings)
-    elif args.embeddings == "glove" or head.get("embeddings") is None:
-        spec = LabelEmbeddingSpec.coerce({"method": "glove", "dim": args.dim, "seed": args.seed})
     else:
-        spec = LabelEmbeddingSpec.coerce(head["embeddings"])
-    tau = args.tau if args.tau is not None else head.get("tau", DEFAULT_TAU)
-    p = args.p if args.p is not None else head.get("p", DEFAULT_P)
-    graph = GraphFile.from_labels(train.labels, train.classes, spec, tau=_checked(tau, "tau"), p=_checked(p, "p"))
+        spec = glove if args.embeddings == "glove" else None  # None: the head's, else `glove`
+    graph = graph_of_run(config, args.config, spec, tau=args.tau, p=args.p, default_embeddings=glove)
     graph.save(args.out)
     print(format_graph(graph))
     print(f"wrote {args.out}")
     return 0
 
 
-def _checked(value: Any, name: str) -> float:
+def _check_flag(value: float | None, name: str) -> None:
     from cxrlt.errors import ConfigError
+    from cxrlt.models.graph import RANGES, in_range
 
-    value = float(value)
-    if (name == "tau" and not 0.0 < value <= 1.0) or (name == "p" and not 0.0 <= value < 1.0):
-        raise ConfigError(f"--{name} {value}: tau must lie in (0, 1] and p in [0, 1)")
-    return value
-
-
-def format_graph(graph: "GraphFile") -> str:
-    """A readable summary: sizes, settings, and each class's neighbours with P(L_j | L_i)."""
-    import numpy as np
-
-    k = len(graph.classes)
-    edges = (graph.conditional >= graph.tau) & ~np.eye(k, dtype=bool)
-    lines = [
-        f"label graph of {graph.images:,} training images, {k} classes (tau {graph.tau:g}, p {graph.p:g}): "
-        f"{int(edges.sum())} edges, {int((~edges.any(axis=1)).sum())} classes without neighbours",
-        f"embeddings: {graph.method}, {graph.embeddings.shape[0]} x {graph.embeddings.shape[1]}",
-        "",
-        f"{'class':<28}{'positives':>10}  neighbours: P(L_j | L_i)",
-    ]
-    for i, name in enumerate(graph.classes):
-        order = [j for j in np.argsort(-graph.conditional[i], kind="stable") if edges[i, j]]
-        neighbours = ", ".join(f"{graph.classes[j]} {graph.conditional[i, j]:.2f}" for j in order) or "-"
-        lines.append(f"{name[:27]:<28}{int(graph.positives[i]):>10,}  {neighbours}")
-    return "\n".join(lines)
+    if value is not None and not in_range(name, value):
+        raise ConfigError(f"--{name} {value}: {name} must lie in {RANGES[name]}")

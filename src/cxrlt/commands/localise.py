@@ -126,7 +126,8 @@ def _write_box_overlays(model, card, result, index, folder: Path, limit: int) ->
 
     from cxrlt.data.images import crop_and_resize, decode_image
     from cxrlt.explain.cam import METHOD_NAMES, compute_maps
-    from cxrlt.explain.overlay import safe_name, save_overlay
+    from cxrlt.explain.overlay import save_overlay
+    from cxrlt.io import safe_name
 
     stored = card.stored_size
     pipeline = card.eval_pipeline()

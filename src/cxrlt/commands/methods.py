@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrlt.registry import KINDS
+
 HELP = "list the methods a config can name (losses, samplers, heads, ...) with their parameters and defaults"
 DESCRIPTION = """
 Every component of a run config is `{name: ..., param: value, ...}`. This
@@ -19,20 +21,6 @@ cxrlt methods loss
 cxrlt methods sampler head
 """
 
-# Config kind -> (module holding the registry, registry attribute, config key that names it).
-KINDS: dict[str, tuple[str, str, str]] = {
-    "source": ("cxrlt.data.sources", "SOURCES", "data.sources[].name"),
-    "loss": ("cxrlt.losses.base", "LOSSES", "loss.name"),
-    "sampler": ("cxrlt.data.samplers", "SAMPLERS", "train.sampler / stages[].sampler"),
-    "pooling": ("cxrlt.models.pooling", "POOLINGS", "model.pooling"),
-    "head": ("cxrlt.models.heads", "HEADS", "model.head.name"),
-    "optimizer": ("cxrlt.training.optim", "OPTIMIZERS", "train.optimizer.name"),
-    "schedule": ("cxrlt.training.optim", "SCHEDULES", "train.schedule.name"),
-    "transform": ("cxrlt.data.transforms", "TRANSFORMS", "augment.train[].name, augment.eval[].name"),
-    "mixing": ("cxrlt.data.mixing", "MIXERS", "augment.mixing[].name"),
-}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `cxrlt methods`."""
     parser.add_argument("kinds", nargs="*", metavar="KIND",
@@ -41,12 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(kind: str, markdown: bool = False) -> str:
-    """The listing of one kind of component: names, summaries, parameters."""
-    import importlib
+    """The listing of one kind of component (a key of `cxrlt.registry.KINDS`): names, summaries, parameters."""
     import inspect
 
-    module, attribute, key = KINDS[kind]
-    registry = getattr(importlib.import_module(module), attribute)
+    registry = KINDS[kind]
+    key = registry.config_key
     lines = [f"## {kind} (`{key}`)" if markdown else f"{kind}  ({key})"]
     if markdown:
         lines += ["", "| name | what it is | parameters (default) |", "|---|---|---|"]

@@ -56,57 +56,23 @@ def run(args: argparse.Namespace) -> int:
     """Find, check, decode and score the images; write the CSV; print a summary."""
     import sys
 
-    import numpy as np
-
-    from cxrlt.data.images import format_bad_images, scan_images
-    from cxrlt.data.store import DecodingStore
-    from cxrlt.inference.tta import parse_tta
-    from cxrlt.errors import InputError
+    from cxrlt.data.images import format_bad_images
     from cxrlt.evaluation.predictions import write_predictions
-    from cxrlt.inference.saved_model import load_model
+    from cxrlt.inference.predict import Predictor, readable_images
     from cxrlt.io import check_output
-    from cxrlt.inference.predict import find_images, predict_probabilities
 
     check_output(args.out, "--out", inputs=[args.model, *args.paths])
-    model, card = load_model(args.model)
-    classes, thresholds = list(card.classes), np.asarray(card.decision_thresholds())
-    if args.classes:
-        from cxrlt.labels import canonical_key
-        from cxrlt.models.class_scoring import ClassScorer
-
-        model = ClassScorer(model, classes, args.classes)
-        tuned = {canonical_key(c): t for c, t in zip(classes, thresholds)}
-        classes, thresholds = list(args.classes), np.array([tuned.get(canonical_key(c), 0.5) for c in args.classes])
-    if args.tta is None:
-        tta = tuple(card.tta)
-    else:
-        tta = () if args.tta.strip().lower() == "none" else parse_tta(args.tta)
-    tta_merge = args.tta_merge or card.tta_merge
-    images = find_images(args.paths)
-    bad = scan_images([path for _, path in images], progress=not args.no_progress)
+    predictor = Predictor.load(args.model, args.classes, args.tta, args.tta_merge, args.threshold)
+    images, bad = readable_images(args.paths, args.skip_bad, progress=not args.no_progress)
     if bad:
-        if not args.skip_bad:
-            raise InputError("cannot read these images (nothing was written; --skip-bad leaves them out):\n"
-                             + format_bad_images(bad))
         print(f"skipping {len(bad)} unreadable file(s):\n{format_bad_images(bad)}", file=sys.stderr)
-        unreadable = {path for path, _ in bad}
-        images = [(image_id, path) for image_id, path in images if path not in unreadable]
-        if not images:
-            raise InputError("no readable image left")
-    stored = card.stored_size
-    store = DecodingStore([path for _, path in images], stored)
-    probs = predict_probabilities(model, store, card.image_size, batch_size=args.batch_size,
-                                  progress=not args.no_progress, tta=tta, tta_merge=tta_merge,
-                                  eval_transforms=card.eval_transforms)
+    probs = predictor.predict([path for _, path in images], args.batch_size, progress=not args.no_progress)
     ids = [image_id for image_id, _ in images]
-    write_predictions(args.out, ids, classes, probs)
-    if args.threshold is not None:
-        thresholds = np.full(len(classes), args.threshold)
-    for image_id, row in list(zip(ids, probs))[: args.show]:
-        found = [f"{classes[j]} {row[j]:.2f}" for j in np.argsort(-row) if row[j] >= thresholds[j]]
-        print(f"{image_id}: {', '.join(found) if found else 'no finding above threshold'}")
+    write_predictions(args.out, ids, predictor.classes, probs)
+    for image_id, found in zip(ids, predictor.findings(probs[: args.show])):
+        print(f"{image_id}: {found}")
     if len(ids) > args.show:
         print(f"... {len(ids) - args.show} more")
-    views = f" (TTA {'+'.join(tta)}, {tta_merge} merge)" if tta else ""
-    print(f"wrote {len(ids)} rows x {len(classes)} classes to {args.out}{views}")
+    views = f" (TTA {'+'.join(predictor.tta)}, {predictor.tta_merge} merge)" if predictor.tta else ""
+    print(f"wrote {len(ids)} rows x {len(predictor.classes)} classes to {args.out}{views}")
     return 0

@@ -6,7 +6,6 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cxrlt.data.stats import LabelStats
     from cxrlt.data.table import LabelTable
 
 HELP = "Label statistics: positives per class, labels per image, co-occurrence, splits."
@@ -64,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute, print and write the statistics."""
-    from cxrlt.data.stats import format_table, save_plots
+    from cxrlt.data.stats import dataset_summary, format_summary, format_table, save_plots
     from cxrlt.io import check_output, write_json
 
     inputs = [args.config, args.labels, args.train_list, args.test_list]
@@ -74,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         check_output(args.plots, "--plots", folder=True)
     table, groups_options = load_for_stats(args)
-    stats, payload = stats_payload(table, split=args.split, groups_options=groups_options)
+    stats, payload = dataset_summary(table, split=args.split, groups_options=groups_options)
     groups = [payload["classes"][name]["group"] for name in stats.classes]
     print(format_table(stats, groups))
-    print(_summary(payload))
+    print(format_summary(payload))
     if args.json:
         write_json(args.json, payload)
         print(f"wrote {args.json}")
@@ -101,7 +100,8 @@ def _rows(table: "LabelTable", split: str | None) -> "LabelTable":
 def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
     """Natural, expected and drawn label frequencies under `args.sampler`, as text."""
     from cxrlt.config import parse_value
-    from cxrlt.data.samplers import SAMPLERS, sampler_frequency_table
+    from cxrlt.data.samplers import sampler_frequency_table
+    from cxrlt.registry import SAMPLERS
     from cxrlt.errors import ConfigError, clip, echo
 
     params = {}
@@ -119,7 +119,9 @@ def _sampler_table(table: "LabelTable", args: argparse.Namespace) -> str:
 
 def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, Any]]:
     """The table the options describe and the head/medium/tail grouping options."""
-    from cxrlt.data.sources import SOURCES, load_table
+    from cxrlt.config import load_data_and_groups
+    from cxrlt.data.sources import load_table
+    from cxrlt.registry import SOURCES
     from cxrlt.errors import ConfigError
 
     source_flags = [
@@ -131,8 +133,9 @@ def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, An
         )
         if given:
             raise ConfigError(f"--config takes the data from the config; leave out {', '.join(given)}")
-        data, groups = _config_sections(args.config, args.override)
-        return load_table(data), groups
+        data, groups = load_data_and_groups(args.config, args.override,
+                                            "`cxrlt stats --config` reads its labels from it")
+        return load_table(data), groups.model_dump()
     if args.override:
         raise ConfigError("--override applies to --config only; pass source parameters with --option KEY=VALUE")
     if not args.source or not args.labels:
@@ -147,36 +150,6 @@ def load_for_stats(args: argparse.Namespace) -> tuple["LabelTable", dict[str, An
             f"--source {args.source} does not take {flags}; its parameters are: {', '.join(accepted)}"
         )
     return SOURCES.build(args.source, **params), {}
-
-
-def _config_sections(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
-    """The validated `data` section and `evaluation.groups` options of a run config.
-
-    Only these sections are validated, so statistics work whatever the
-    model or training sections name.
-    """
-    from pydantic import ValidationError
-
-    from cxrlt.config import DataConfig, GroupsConfig, apply_overrides, load_yaml
-    from cxrlt.errors import ConfigError
-    from cxrlt.registry import format_validation_error
-
-    raw = apply_overrides(load_yaml(path), overrides)
-    if not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: a run config needs a `data` section (sources, classes, split)")
-    evaluation = raw.get("evaluation") or {}
-    sections = {
-        "data": (DataConfig, raw["data"]),
-        "evaluation.groups": (GroupsConfig, (evaluation.get("groups") if isinstance(evaluation, dict) else None) or {}),
-    }
-    validated = {}
-    for key, (model, value) in sections.items():
-        try:
-            validated[key] = model.model_validate(value)
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: {format_validation_error(exc, prefix=key)}") from None
-    data, groups = validated["data"], validated["evaluation.groups"]
-    return data, groups.model_dump()
 
 
 def _source_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,52 +172,3 @@ def _source_params(args: argparse.Namespace) -> dict[str, Any]:
         key, text = item.split("=", 1)
         params[key.strip().replace("-", "_")] = parse_value(text, f"--option {clip(key)}") if text else None
     return params
-
-
-def stats_payload(
-    table: "LabelTable", split: str | None = None, groups_options: dict[str, Any] | None = None
-) -> tuple["LabelStats", dict[str, Any]]:
-    """The statistics of `table` (or one split of it) and the JSON document of `cxrlt stats`.
-
-    Keys: n_images, n_patients, classes (name -> positives, negatives,
-    missing, prevalence, group), labels_per_image, cooccurrence; when the
-    table has splits: splits (name -> images), patients_in_both (patients
-    with images in more than one split) and per_split (name -> class ->
-    positives).
-    """
-    import numpy as np
-    import pandas as pd
-
-    from cxrlt.data.splits import patient_groups
-    from cxrlt.data.stats import LabelStats
-
-    groups_key = patient_groups(table)
-    has_splits = table.meta["split"].notna().any()
-    selected = table if split is None else table.split(split)
-    stats = LabelStats.from_table(selected)
-    payload: dict[str, Any] = stats.to_json(stats.groups(**(groups_options or {})))
-    selected_groups = groups_key if split is None else groups_key[(table.meta["split"] == split).fillna(False).to_numpy(dtype=bool)]
-    payload = {"n_images": payload.pop("n_images"), "n_patients": int(len(np.unique(selected_groups.astype(str)))), **payload}
-    if split is not None:
-        payload["split"] = split
-    if has_splits:
-        parts = table.meta["split"]
-        counts = parts.value_counts()
-        payload["splits"] = {name: int(counts.get(name, 0)) for name in ("train", "val", "test") if name in counts}
-        per_patient = pd.DataFrame({"patient": groups_key, "split": parts.to_numpy()}).dropna()
-        payload["patients_in_both"] = int((per_patient.groupby("patient")["split"].nunique() > 1).sum())
-        payload["per_split"] = {
-            name: dict(zip(table.classes, LabelStats.from_table(table.split(name)).positives))
-            for name in payload["splits"]
-        }
-    return stats, payload
-
-
-def _summary(payload: dict[str, Any]) -> str:
-    line = f"{payload['n_images']:,} images, {payload['n_patients']:,} patients"
-    if "split" in payload:
-        line += f" (split {payload['split']})"
-    if "splits" in payload:
-        parts = ", ".join(f"{name} {count:,}" for name, count in payload["splits"].items())
-        line += f"; splits: {parts}; patients in more than one split: {payload['patients_in_both']:,}"
-    return line

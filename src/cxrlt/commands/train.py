@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrlt.config import load_config
     from cxrlt.errors import ConfigError
-    from cxrlt.cli import quiet_lightning
+    from cxrlt.training import quiet_lightning
     from cxrlt.runs.train import resume, train
 
     progress = not args.no_progress

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from cxrlt.data.transforms import Pipeline
+from cxrlt.seeds import item_rng
 
 
 class ImageDataset(Dataset):
@@ -34,7 +35,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         row, epoch, position = key if isinstance(key, tuple) else (key, 0, key)
-        rng = np.random.default_rng((self.seed, epoch, position))
+        rng = item_rng(self.seed, epoch, position)
         image = self.pipeline(self.store[row], rng)
         return torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0), self.labels[row], row
 

@@ -68,18 +68,17 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import AfterValidator, Field
 
 from cxrlt.errors import ConfigError
-from cxrlt.registry import Registry
+from cxrlt.params import Positive, Probability, UnitRange
+from cxrlt.registry import MIXERS
 
 __all__ = [
-    "MIXERS",
     "Mixer",
     "MixerChoice",
     "Mosaic",
@@ -90,20 +89,7 @@ __all__ = [
     "mix_labels",
 ]
 
-MIXERS: Registry["Mixer"] = Registry("mixing")
-
 LabelRule = Literal["union", "mix"]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-Alpha = Annotated[float, Field(gt=0.0)]
-
-
-def _centre_range(value: tuple[float, float] | None) -> tuple[float, float] | None:
-    if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
-        raise ValueError(f"expected [low, high] with 0 <= low <= high <= 1, got [{value[0]}, {value[1]}]")
-    return value
-
-
-CentreRange = Annotated[tuple[float, float] | None, AfterValidator(_centre_range)]
 
 
 # --------------------------------------------------------------------- labels
@@ -206,7 +192,7 @@ class Mosaic(Mixer):
     """Four images tiled around a random centre (seed 003); see the module docstring."""
 
     def __init__(self, variant: Literal["crop", "resize"] = "crop", label: LabelRule = "union",
-                 center: CentreRange = None, p: Probability = 0.5):
+                 center: UnitRange | None = None, p: Probability = 0.5):
         self.variant = variant
         self.label = label
         self.center = tuple(center) if center is not None else ((0.25, 0.75) if variant == "crop" else (0.5, 0.5))
@@ -253,7 +239,7 @@ class Mosaic(Mixer):
 class MixUp(Mixer):
     """lambda x_i + (1 - lambda) x_perm[i] with lambda ~ Beta(alpha, alpha)."""
 
-    def __init__(self, alpha: Alpha = 4.0, label: LabelRule = "mix", p: Probability = 0.5):
+    def __init__(self, alpha: Positive = 4.0, label: LabelRule = "mix", p: Probability = 0.5):
         self.alpha = alpha
         self.label = label
         self.p = p
@@ -273,7 +259,7 @@ class MixUp(Mixer):
 class CutMix(Mixer):
     """The partner's box pasted into each image; box area from lambda ~ Beta(alpha, alpha)."""
 
-    def __init__(self, alpha: Alpha = 1.0, label: LabelRule = "mix", p: Probability = 0.5):
+    def __init__(self, alpha: Positive = 1.0, label: LabelRule = "mix", p: Probability = 0.5):
         self.alpha = alpha
         self.label = label
         self.p = p

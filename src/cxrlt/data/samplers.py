@@ -2,8 +2,8 @@
 
 Five samplers, chosen by name from `SAMPLERS` (YAML `train.sampler: {name:
 cycle}`), all built from the training label matrix `labels` (images x
-classes; a label is *positive* when it is > 0.5, so NaN = missing counts as
-not positive):
+classes; a label is *positive* as `cxrlt.data.stats.positive_matrix` says:
+>= 0.5, so NaN = missing counts as not positive):
 
 `instance`
     Plain shuffling: the stream is a fresh random permutation of all images,
@@ -19,7 +19,7 @@ not positive):
     class uniformly; the cycling only lowers the variance (all positives of
     a class are shown before any repeats). The expected frequency of label
     i among drawn images is the paper's eq. (1),
-    p_i = sum_j p(j) n_ij / n_j (`expected_label_frequency`).
+    p_i = sum_j p(j) n_ij / n_j (`cxrlt.data.stats.expected_label_frequency`).
 `least_sampled`
     Seed 002's "least-sampled": keep, per sampling class, the number of
     labels drawn so far (every positive label of every drawn image counts);
@@ -81,92 +81,34 @@ samplers in a second distributed sampler.)
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
-from typing import Annotated, Any, Iterator, Literal, Sequence
+from typing import Annotated, Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 from torch.utils.data import Sampler
 
+from cxrlt.data.stats import NoFinding, label_indicators, label_rates, positive_matrix, sampling_classes
 from cxrlt.errors import ConfigError, InputError
-from cxrlt.registry import Registry
+from cxrlt.registry import SAMPLERS
+from cxrlt.seeds import stream_rng
 
 __all__ = [
-    "SAMPLERS",
     "IndexSampler",
     "build",
-    "expected_label_frequency",
     "least_sampled_limit",
     "sampler_frequency_table",
     "NO_POSITIVE",
 ]
 
-log = logging.getLogger(__name__)
-
-SAMPLERS: Registry["IndexSampler"] = Registry("sampler")
 # `rank` and `world_size` are context too: they come from the run, not from YAML.
 CONTEXT = ("labels", "num_samples", "seed", "rank", "world_size")
-NoFinding = Literal["class", "ignore"]
 # Row name of the "image has no positive label" indicator in frequency tables.
 NO_POSITIVE = "(no positive label)"
 
 
 # ----------------------------------------------------------------- helpers
-def positive_matrix(labels: Any) -> np.ndarray:
-    """Boolean (images x classes) matrix of positive labels (> 0.5; NaN is not positive)."""
-    array = np.asarray(labels, dtype=np.float32)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise InputError(
-            f"a sampler needs a label matrix of shape (images, classes) with at least one image; got shape {array.shape}"
-        )
-    with np.errstate(invalid="ignore"):
-        return array > 0.5
-
-
-def _indicators(positive: np.ndarray) -> np.ndarray:
-    """The class columns plus one column "no positive label" (N x (C + 1))."""
-    return np.column_stack([positive, ~positive.any(axis=1)])
-
-
-def _sampling_classes(indicators: np.ndarray, no_finding: str) -> np.ndarray:
-    """Column indices of `indicators` that samplers pick from (non-empty ones)."""
-    if no_finding not in ("class", "ignore"):
-        raise ConfigError(f"no_finding must be 'class' or 'ignore', got {no_finding!r}")
-    n_classes = indicators.shape[1] - 1
-    candidates = np.arange(n_classes + (1 if no_finding == "class" else 0))
-    counts = indicators[:, candidates].sum(axis=0)
-    empty = candidates[(counts == 0) & (candidates < n_classes)]
-    if len(empty):
-        log.warning("classes %s have no positive image and are left out of sampling",
-                    ", ".join(str(int(c)) for c in empty))
-    chosen = candidates[counts > 0]
-    if len(chosen) == 0:
-        raise InputError("no image has a positive label, so there is no class to sample from "
-                         "(use no_finding: class, or the instance sampler)")
-    return chosen
-
-
-def _check_probs(class_probs: Any, size: int) -> np.ndarray:
-    probs = np.asarray(class_probs, dtype=float)
-    if probs.shape != (size,) or not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.sum() <= 0:
-        raise ConfigError(
-            f"class_probs must be {size} non-negative finite numbers with a positive sum "
-            f"(one per sampling class), got shape {probs.shape}"
-        )
-    return probs / probs.sum()
-
-
-def _label_rates(indicators: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Eq. (1) for every indicator column: sum_j p(j) n_ij / n_j over sampling classes j."""
-    cooc = indicators.T.astype(np.float64) @ indicators[:, groups].astype(np.float64)  # n_ij
-    return (cooc / cooc[groups, np.arange(len(groups))]) @ probs
-
-
-def _stream_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    """Independent generator number `stream` of (seed, epoch)."""
-    return np.random.default_rng(np.random.SeedSequence(seed % 2**64, spawn_key=(epoch, stream)))
 
 
 def _cycled(members: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -208,7 +150,9 @@ class IndexSampler(Sampler[int], ABC):
         world_size: int | None = None,
     ):
         self.positive = positive_matrix(labels)
-        self.indicators = _indicators(self.positive)
+        if self.positive.shape[0] == 0:
+            raise InputError("a sampler needs a label matrix with at least one image; got none")
+        self.indicators = label_indicators(self.positive)
         self.num_images = self.positive.shape[0]
         self.seed = int(seed)
         self.epoch = 0
@@ -263,7 +207,7 @@ class InstanceSampler(IndexSampler):
     """Plain shuffling: consecutive random permutations of all images."""
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        return _cycled(np.arange(self.num_images), length, _stream_rng(self.seed, epoch, 0))
+        return _cycled(np.arange(self.num_images), length, stream_rng(self.seed, epoch, 0))
 
     def expected_frequency(self) -> np.ndarray:
         """The natural frequencies (exact per epoch when num_samples is a multiple of N)."""
@@ -277,7 +221,7 @@ class _ClassSampler(IndexSampler):
                  world_size: int | None, no_finding: str):
         super().__init__(labels, num_samples, seed, rank, world_size)
         self.no_finding = no_finding
-        self.groups = _sampling_classes(self.indicators, no_finding)
+        self.groups = sampling_classes(self.indicators, no_finding)
         membership = self.indicators[:, self.groups]
         self.members = [np.flatnonzero(column) for column in membership.T]
         self.class_counts = membership.sum(axis=0)
@@ -294,18 +238,18 @@ class CycleSampler(_ClassSampler):
     def _draw(self, epoch: int, length: int) -> np.ndarray:
         n_groups = len(self.groups)
         rounds = -(-length // n_groups)
-        order = np.argsort(_stream_rng(self.seed, epoch, 0).random((rounds, n_groups)), axis=1)
+        order = np.argsort(stream_rng(self.seed, epoch, 0).random((rounds, n_groups)), axis=1)
         picks = order.ravel()[:length]
         positions = np.argsort(picks, kind="stable")
         bounds = np.cumsum(np.bincount(picks, minlength=n_groups))[:-1]
         out = np.empty(length, dtype=np.int64)
         for g, where in enumerate(np.split(positions, bounds)):
-            out[where] = _cycled(self.members[g], len(where), _stream_rng(self.seed, epoch, 1 + g))
+            out[where] = _cycled(self.members[g], len(where), stream_rng(self.seed, epoch, 1 + g))
         return out
 
     def expected_frequency(self) -> np.ndarray:
         """Eq. (1) with p(j) = 1/G over the sampling classes."""
-        return _label_rates(self.indicators, self.groups, np.full(len(self.groups), 1 / len(self.groups)))
+        return label_rates(self.indicators, self.groups, np.full(len(self.groups), 1 / len(self.groups)))
 
 
 @SAMPLERS.register("least_sampled", context=CONTEXT)
@@ -324,8 +268,8 @@ class LeastSampledSampler(_ClassSampler):
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
         n_groups = len(self.groups)
-        ties = _stream_rng(self.seed, epoch, 0).random(length).tolist()
-        rngs = [_stream_rng(self.seed, epoch, 1 + g) for g in range(n_groups)]
+        ties = stream_rng(self.seed, epoch, 0).random(length).tolist()
+        rngs = [stream_rng(self.seed, epoch, 1 + g) for g in range(n_groups)]
         members = self.members
         classes_of = self._classes_of
         counts = [0] * n_groups
@@ -369,12 +313,12 @@ class SqrtSampler(_ClassSampler):
         self._cdf = np.cumsum(self.image_weights)
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        u = _stream_rng(self.seed, epoch, 0).random(length) * self._cdf[-1]
+        u = stream_rng(self.seed, epoch, 0).random(length) * self._cdf[-1]
         return np.minimum(np.searchsorted(self._cdf, u, side="right"), self.num_images - 1).astype(np.int64)
 
     def expected_frequency(self) -> np.ndarray:
         """Eq. (1) with p(j) proportional to sqrt(n_j)."""
-        return _label_rates(self.indicators, self.groups, self.class_probs)
+        return label_rates(self.indicators, self.groups, self.class_probs)
 
 
 @SAMPLERS.register("repeat_factor", context=CONTEXT)
@@ -398,7 +342,7 @@ class RepeatFactorSampler(_ClassSampler):
         return max(1, int(round(self.repeat_factors.sum())))
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        rng = _stream_rng(self.seed, epoch, 0)
+        rng = stream_rng(self.seed, epoch, 0)
         whole = np.floor(self.repeat_factors)
         fraction = self.repeat_factors - whole
         parts, drawn = [], 0
@@ -415,29 +359,6 @@ class RepeatFactorSampler(_ClassSampler):
 
 
 # --------------------------------------------------------------- analytics
-def expected_label_frequency(labels: Any, class_probs: Sequence[float] | None = None, *,
-                             no_finding: NoFinding = "class") -> np.ndarray:
-    """Expected label frequencies under two-stage class sampling, seed 002 eq. (1).
-
-    p_i = sum_j p(j) n_ij / n_j: the probability that a drawn image carries
-    label i when the class j is picked with probability p(j) and then an image
-    positive for j uniformly; n_ij counts images positive for both i and j,
-    n_j = n_jj. The sampling classes j are the columns of `labels` that have a
-    positive image, followed, with `no_finding="class"` and when some image
-    has no positive label, by the implicit "no finding" class (exactly the
-    classes `cycle` uses). `class_probs` gives p(j) over those classes (it is
-    normalised); by default p(j) is uniform, which is `cycle`.
-
-    Returns one value per column of `labels` (labels of the implicit class
-    are not returned; its own frequency is `sampler_frequency_table`'s last row).
-    """
-    indicators = _indicators(positive_matrix(labels))
-    groups = _sampling_classes(indicators, no_finding)
-    probs = (np.full(len(groups), 1 / len(groups)) if class_probs is None
-             else _check_probs(class_probs, len(groups)))
-    return _label_rates(indicators, groups, probs)[:-1]
-
-
 def least_sampled_limit(indicators: np.ndarray, groups: np.ndarray, steps_per_class: int = 2000) -> np.ndarray:
     """Long-run label frequencies of `least_sampled` (every indicator column).
 

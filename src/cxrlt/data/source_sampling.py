@@ -21,26 +21,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cxrlt.data.samplers import IndexSampler, _stream_rng
+from cxrlt.data.samplers import IndexSampler
+from cxrlt.seeds import child_seed, stream_rng
 from cxrlt.errors import ConfigError
-
-
-def source_index(image_ids: Sequence[str], source_ids: Sequence[Sequence[str]]) -> np.ndarray:
-    """Position in `source_ids` (one id list per source) of each of `image_ids`.
-
-    Ids are unique across sources (`load_table` refuses overlaps); an id of
-    no source is a ValueError.
-    """
-    lookup = {str(i): s for s, ids in enumerate(source_ids) for i in ids}
-    try:
-        return np.array([lookup[str(i)] for i in image_ids], dtype=np.int64)
-    except KeyError as exc:
-        raise ValueError(f"image id {exc.args[0]!r} belongs to no source") from None
 
 
 class SourceWeightedSampler(IndexSampler):
     """Draw sources with fixed probabilities, then images of the source with its own sampler.
 
+    `sources` holds the position in `data.sources` of each image's source
+    (`cxrlt.data.sources.source_positions` of the training rows);
     `build_sampler(labels=..., seed=...)` builds the within-source sampler
     (rank 0 of 1: sharding happens on the merged stream).
     """
@@ -68,12 +58,12 @@ class SourceWeightedSampler(IndexSampler):
         self.rows = [np.flatnonzero(sources == s) for s in self.active]
         positive = self.positive.astype(np.float32)
         self.samplers = [
-            build_sampler(labels=positive[rows], seed=int(np.random.SeedSequence((self.seed, int(s))).generate_state(1)[0]))
+            build_sampler(labels=positive[rows], seed=child_seed(self.seed, s))
             for s, rows in zip(self.active, self.rows)
         ]
 
     def _draw(self, epoch: int, length: int) -> np.ndarray:
-        uniforms = _stream_rng(self.seed, epoch, 0).random(length)
+        uniforms = stream_rng(self.seed, epoch, 0).random(length)
         picks = np.minimum(np.searchsorted(np.cumsum(self.shares), uniforms, side="right"), len(self.shares) - 1)
         out = np.empty(length, dtype=np.int64)
         for k, (rows, sampler) in enumerate(zip(self.rows, self.samplers)):

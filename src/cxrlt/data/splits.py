@@ -13,20 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from cxrlt.data.stats import positive_matrix
 from cxrlt.errors import ConfigError
 
 if TYPE_CHECKING:
     from cxrlt.config import SplitConfig
     from cxrlt.data.table import LabelTable
-
-
-def patient_groups(table: "LabelTable") -> np.ndarray:
-    """One group key per image: source + patient id, or the image id without one."""
-    meta = table.meta
-    patient = meta["patient_id"].astype("str")
-    source = meta["source"].astype("str").fillna("")
-    keys = ("p\x1f" + source + "\x1f" + patient).where(patient.notna(), "i\x1f" + meta["image_id"].astype("str"))
-    return keys.to_numpy(dtype=object)
 
 
 def _count(fraction: float, n: int) -> int:
@@ -65,10 +57,10 @@ def iterative_stratified_group_kfold(labels: np.ndarray, groups: np.ndarray, n_f
     """Fold (0..n_folds-1) of each image: iterative stratification over patient groups.
 
     Sechidis, Tsoumakas & Vlahavas (2011), applied to groups: a group is
-    the unit that is assigned, its label vector is the sum of its images'
-    labels (NaN counted as 0) and its size is its number of images. Folds
-    start with a demand of 1/k of every label's positives and of the
-    images. Repeatedly, the label with the fewest positives left among the
+    the unit that is assigned, its label vector counts its images positive
+    for each label (`cxrlt.data.stats.positive_matrix`) and its size is its
+    number of images. Folds start with a demand of 1/k of every label's
+    positives and of the images. Repeatedly, the label with the fewest positives left among the
     unassigned groups is taken, and each group carrying it goes to the fold
     that still wants most of that label, ties broken by the fold wanting
     most images, then at random; the fold's demands drop by the group's
@@ -91,7 +83,7 @@ def iterative_stratified_group_kfold(labels: np.ndarray, groups: np.ndarray, n_f
     n_groups = int(inverse.max()) + 1 if len(inverse) else 0
     if n_groups < n_folds:
         raise ConfigError(f"cannot cut {n_groups} patients into {n_folds} folds")
-    positives = np.nan_to_num(labels, nan=0.0)
+    positives = positive_matrix(labels).astype(np.float64)
     counts = np.zeros((n_groups, labels.shape[1]))
     for j in range(labels.shape[1]):
         counts[:, j] = np.bincount(inverse, weights=positives[:, j], minlength=n_groups)
@@ -148,7 +140,7 @@ def assign_splits(table: "LabelTable", split: "SplitConfig") -> "LabelTable":
         `folds` patient-grouped, iteratively stratified folds and fold
         `fold` is validation.
     """
-    groups = patient_groups(table)
+    groups = table.patient_groups()
     given = table.meta["split"].astype("str").to_numpy(dtype=object, na_value=None)
     if split.method == "random":
         return table.with_splits(random_patient_split(groups, split.val_fraction, split.test_fraction, split.seed))

@@ -99,6 +99,16 @@ class LabelTable:
             rows = np.flatnonzero(rows)
         return LabelTable(self.meta.iloc[rows].reset_index(drop=True), self.labels[rows], self.classes, self.image_root)
 
+    def patient_groups(self) -> np.ndarray:
+        """One group key per image: source + patient id, or the image id when there is no patient id.
+
+        What every patient-wise operation groups by (splits, folds, patient counts).
+        """
+        patient = self.meta["patient_id"].astype("str")
+        source = self.meta["source"].astype("str").fillna("")
+        keys = ("p\x1f" + source + "\x1f" + patient).where(patient.notna(), "i\x1f" + self.meta["image_id"].astype("str"))
+        return keys.to_numpy(dtype=object)
+
     def split(self, name: str) -> "LabelTable":
         """The rows assigned to split `name` (train, val or test)."""
         if name not in SPLITS:

@@ -47,69 +47,25 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
+from cxrlt.config import refuse_random_transforms
 from cxrlt.errors import ConfigError
-from cxrlt.registry import Registry
+from cxrlt.params import Fill, FractionRange, NonNegativeRange, Pixels, PositiveRange, Probability, Spread
+from cxrlt.registry import TRANSFORMS
 
 __all__ = [
-    "TRANSFORMS",
     "DeterministicTransform",
     "EvalPipeline",
     "Pipeline",
     "build_pipeline",
     "eval_pipeline",
-    "deterministic_names",
     "resize_to",
     "warp_affine",
     "cutout_boxes",
 ]
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-TRANSFORMS: Registry[Transform] = Registry("transform")
-
-
-# ------------------------------------------------------------ parameter types
-def _ordered(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] > value[1]:
-        raise ValueError(f"a range is [low, high] with low <= high, got [{value[0]}, {value[1]}]")
-    return value
-
-
-def _symmetric(value: float | tuple[float, float]) -> float | tuple[float, float]:
-    if isinstance(value, tuple):
-        return _ordered(value)
-    if value < 0:
-        raise ValueError(f"a single number x means the range [-x, x] and must be >= 0, got {value}")
-    return value
-
-
-def _positive_range(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] <= 0:
-        raise ValueError(f"both ends must be > 0, got [{value[0]}, {value[1]}]")
-    return _ordered(value)
-
-
-def _non_negative_range(value: tuple[float, float]) -> tuple[float, float]:
-    if value[0] < 0:
-        raise ValueError(f"both ends must be >= 0, got [{value[0]}, {value[1]}]")
-    return _ordered(value)
-
-
-def _fraction_range(value: tuple[float, float]) -> tuple[float, float]:
-    if not 0 < value[0] <= value[1] <= 1:
-        raise ValueError(f"expected 0 < low <= high <= 1, got [{value[0]}, {value[1]}]")
-    return value
-
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-# A number x (the range [-x, x], or [1 - x, 1 + x] for factors) or [low, high].
-Spread = Annotated[float | tuple[float, float], AfterValidator(_symmetric)]
-PositiveRange = Annotated[tuple[float, float], AfterValidator(_positive_range)]
-NonNegativeRange = Annotated[tuple[float, float], AfterValidator(_non_negative_range)]
-FractionRange = Annotated[tuple[float, float], AfterValidator(_fraction_range)]
-Fill = Annotated[int, Field(ge=0, le=255)]
-Pixels = Annotated[int, Field(ge=1)]
 
 
 def _span(value: float | Sequence[float], centre: float = 0.0) -> tuple[float, float]:
@@ -206,6 +162,8 @@ class DeterministicTransform(_Described, abc.ABC):
     The output depends on the image alone (the generator is ignored): a
     `window` of the input, resized to a square.
     """
+
+    deterministic: ClassVar[bool] = True  # what the configuration checks `augment.eval` against
 
     @abc.abstractmethod
     def window(self, height: int, width: int) -> tuple[int, int, int, int, int]:
@@ -532,26 +490,6 @@ class EvalPipeline(Pipeline):
         return x * self.size / width, y * self.size / height
 
 
-def deterministic_names() -> list[str]:
-    """Registered transforms that may appear in `augment.eval` (subclasses of `DeterministicTransform`)."""
-    return [name for name in TRANSFORMS.names() if _is_deterministic(TRANSFORMS.entry(name).factory)]
-
-
-def _is_deterministic(factory: Any) -> bool:
-    return isinstance(factory, type) and issubclass(factory, DeterministicTransform)
-
-
-def refuse_random(names: Sequence[str]) -> None:
-    """ConfigError (without the key; the caller names it) when a name is not a deterministic transform."""
-    random = [f"{name} (item {i})" for i, name in enumerate(names)
-              if not _is_deterministic(TRANSFORMS.entry(name).factory)]
-    if random:
-        raise ConfigError(
-            f"random transform {', '.join(random)}: evaluation transforms must be deterministic (the same image "
-            f"must always give the same prediction); choose from: {', '.join(deterministic_names())}"
-        )
-
-
 def eval_pipeline(specs: Sequence[Any], size: int) -> EvalPipeline:
     """The evaluation pipeline: validation, test, predict, TTA views, tau tuning and class maps all use it.
 
@@ -565,6 +503,6 @@ def eval_pipeline(specs: Sequence[Any], size: int) -> EvalPipeline:
     for i, spec in enumerate(flat):
         if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
             raise ConfigError(f"evaluation transform {i}: expected {{name: ..., parameters}}, got {spec!r}")
-    refuse_random([spec["name"] for spec in flat])
+    refuse_random_transforms([spec["name"] for spec in flat])
     transforms = [TRANSFORMS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in flat]
     return EvalPipeline(transforms, size, flat)

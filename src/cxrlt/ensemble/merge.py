@@ -26,15 +26,12 @@ sigmoid saturates at |z| > 17) does not decide the merge alone.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
 from cxrlt.errors import ConfigError
 
 MERGES = ("arithmetic", "geometric")
-Merge = Literal["arithmetic", "geometric"]
 EPS = 1e-7  # about the float32 resolution just below 1
 
 

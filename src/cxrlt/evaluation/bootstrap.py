@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cxrlt.evaluation.groups import GROUPS
+from cxrlt.data.stats import GROUPS
 
 METRICS = ("auc", "ap")
 _CHUNK = 16  # resamples per chunk: keeps the weight rows a sparse product reads within the CPU cache
@@ -269,9 +269,9 @@ def _resample(
 
 
 def _check(labels: Any, scores: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    from cxrlt.evaluation.metrics import _as_matrix
+    from cxrlt.evaluation.metrics import as_matrix
 
-    y, p = _as_matrix(labels, scores)
+    y, p = as_matrix(labels, scores)
     if len(y) == 0:
         raise ValueError(f"no images to bootstrap ({what})")
     return y, p
@@ -418,32 +418,6 @@ def bootstrap_metrics(
         raise ValueError(f"{len(names)} class names for {y.shape[1]} score columns")
     results, unit = _resample(y, [p], resamples, patients, seed, progress, "bootstrap")
     return BootstrapResult.from_resampled(names, results[0], unit, level, seed)
-
-
-def read_patients(path: Any, ids: Sequence[Any], column: str, id_column: str | None = None) -> np.ndarray:
-    """Patient id of each of `ids`, read from `column` of a label CSV (matched by image id).
-
-    Blank patient ids are allowed (each such image is a patient of its own);
-    a missing column or image is an InputError naming the file.
-    """
-    from pathlib import Path
-
-    import pandas as pd
-
-    from cxrlt.errors import InputError
-    from cxrlt.evaluation.predictions import _list, _read_frame
-
-    path = Path(path)
-    frame, id_name = _read_frame(path, id_column, "labels")
-    if column not in frame.columns:
-        raise InputError(f"the patient id column {column!r} is not in the labels file; its columns are "
-                         f"{_list(list(frame.columns))}", path, 1)
-    values = frame[column].astype(object).where(frame[column].notna(), None)
-    rows = pd.Index(frame[id_name]).get_indexer(pd.Index([str(i) for i in ids]))
-    if (rows < 0).any():
-        missing = [str(i) for i, r in zip(ids, rows) if r < 0]
-        raise InputError(f"{len(missing)} image(s) have no row in the labels file, e.g. {_list(missing, 3)}", path)
-    return np.array([None if v is None else str(v) for v in values.to_numpy()[rows]], dtype=object)
 
 
 # ----------------------------------------------------------------------- paired

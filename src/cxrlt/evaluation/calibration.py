@@ -232,7 +232,7 @@ def reliability_figure(
     """
     from matplotlib.figure import Figure
 
-    from cxrlt.evaluation.plots import GROUP_COLOURS
+    from cxrlt.data.stats import GROUP_COLOURS
 
     y, p = _check(labels, probs)
     fig = Figure(figsize=(6.2, 6.4), layout="constrained")

@@ -1,55 +1,14 @@
-"""Head / medium / tail class groups from training positive counts, and where those counts come from."""
+"""Where the training positives that define head / medium / tail come from when scoring saved predictions.
+
+The assignment itself is `cxrlt.data.stats.class_groups`, a label statistic.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
-
-from cxrlt.labels import a_third, group_sizes
-
-Group = Literal["head", "medium", "tail"]
-GROUPS: tuple[Group, ...] = ("head", "medium", "tail")
-
-
-def class_groups(
-    positives: Sequence[float],
-    method: Literal["rank", "count"] = "rank",
-    head: int = 0,
-    tail: int = 0,
-    head_min: int = 1000,
-    tail_max: int = 100,
-    classes: Sequence[str] | None = None,
-) -> list[Group]:
-    """Assign each class to head, medium or tail by its training positives.
-
-    `rank` puts the `head` most frequent classes in head and the `tail` least
-    frequent in tail; 0 means the default of the label space of `classes`
-    (`cxrlt.labels.group_sizes`: CXR-LT 2023 9 and 9 of 26, as seed 002),
-    or a third of the classes when they are not given. Ties in count are
-    broken by class order, so the result is deterministic.
-    `count` uses thresholds: head when positives >= head_min, tail when
-    positives < tail_max, medium otherwise.
-    """
-    counts = np.asarray(positives, dtype=float)
-    n = len(counts)
-    if method == "count":
-        return ["head" if c >= head_min else "tail" if c < tail_max else "medium" for c in counts]
-    if classes is not None and len(classes) != n:
-        raise ValueError(f"{len(classes)} class names for {n} positive counts")
-    default_head, default_tail = group_sizes(classes) if classes is not None else (a_third(n), a_third(n))
-    n_head = head or default_head
-    n_tail = tail or default_tail
-    if n_head + n_tail > n:
-        raise ValueError(f"{n_head} head + {n_tail} tail classes exceed the {n} classes")
-    order = np.argsort(-counts, kind="stable")  # most frequent first
-    groups: list[Group] = ["medium"] * n
-    for i in order[:n_head]:
-        groups[i] = "head"
-    for i in order[n - n_tail:] if n_tail else []:
-        groups[i] = "tail"
-    return groups
 
 
 def training_positives(

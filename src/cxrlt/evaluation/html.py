@@ -39,9 +39,8 @@ from typing import Any
 import yaml
 
 from cxrlt.config import parse_yaml
+from cxrlt.data.stats import GROUP_COLOURS, GROUPS
 from cxrlt.errors import CxrltError, InputError
-from cxrlt.evaluation.groups import GROUPS
-from cxrlt.evaluation.plots import GROUP_COLOURS
 from cxrlt.io import read_json, write_text
 from cxrlt.layout import ModelFiles, RunFiles
 from cxrlt.models.card import ModelCard
@@ -545,8 +544,8 @@ def _label_distribution(run: _Run) -> str:
     cooccurrence = _png(files.label_plot("cooccurrence"))
     if not pair and cooccurrence is None:
         return _section("labels", "Training labels",
-                        _absent("No label plots (the run has no training label plots); training positives per "
-                                "class are the bars in the per-class table."))
+                        _absent(f"No label plots ({files.label_plots.relative_to(run.path)}/ is missing); "
+                                "training positives per class are the bars in the per-class table."))
     content = f"<div class=\"pair\">{''.join(pair)}</div>" if pair else ""
     if cooccurrence is not None:
         content += _img(_Figure("Label co-occurrence", cooccurrence), "figure wide")

@@ -35,7 +35,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from cxrlt.evaluation.groups import GROUPS
+from cxrlt.data.stats import GROUPS
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -43,7 +43,7 @@ class UndefinedMetricWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- inputs
-def _as_matrix(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray]:
+def as_matrix(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray]:
     """Labels (float64, NaN = missing) and scores as (images x classes) arrays.
 
     Scores keep float32 when given float32, so a tuned threshold (a score
@@ -133,7 +133,7 @@ def _f1_at(c: RankedCounts, threshold: float) -> float:
 
 
 def _per_class(y_true: Any, y_score: Any) -> list[RankedCounts]:
-    y, p = _as_matrix(y_true, y_score)
+    y, p = as_matrix(y_true, y_score)
     return [ranked_counts(y[:, j], p[:, j]) for j in range(y.shape[1])]
 
 
@@ -400,7 +400,7 @@ def compute_metrics(
     or a negative are reported in an `UndefinedMetricWarning` and left out
     of the means.
     """
-    y, p = _as_matrix(y_true, y_score)
+    y, p = as_matrix(y_true, y_score)
     n_classes = y.shape[1]
     names = tuple(str(c) for c in classes) if classes is not None else tuple(f"class_{j}" for j in range(n_classes))
     if len(names) != n_classes:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from cxrlt.data.stats import GROUP_COLOURS
 from cxrlt.evaluation.metrics import MetricResult, pr_curve, roc_curve
 from cxrlt.layout import PLOT_FILES
 from cxrlt.io import save_figure
@@ -23,7 +24,6 @@ from cxrlt.io import save_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-GROUP_COLOURS = {"head": "#0072B2", "medium": "#E69F00", "tail": "#CC79A7"}
 _PLAIN = "#333333"
 _PANEL_INCHES = 2.1
 

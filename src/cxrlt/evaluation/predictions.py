@@ -330,6 +330,25 @@ def _check_unique_classes(classes: Sequence[str], path: Path) -> None:
         seen[key] = name
 
 
+def read_patients(path: str | Path, ids: Sequence[str], column: str, id_column: str | None = None) -> np.ndarray:
+    """Patient id of each of `ids`, read from `column` of a label CSV (matched by image id).
+
+    Blank patient ids are allowed (each such image is a patient of its own);
+    a missing column or image is an InputError naming the file.
+    """
+    path = Path(path)
+    frame, id_name = _read_frame(path, id_column, "labels")
+    if column not in frame.columns:
+        raise InputError(f"the patient id column {column!r} is not in the labels file; its columns are "
+                         f"{_list(list(frame.columns))}", path, 1)
+    values = frame[column].astype(object).where(frame[column].notna(), None)
+    rows = pd.Index(frame[id_name]).get_indexer(pd.Index([str(i) for i in ids]))
+    if (rows < 0).any():
+        missing = [str(i) for i, r in zip(ids, rows) if r < 0]
+        raise InputError(f"{len(missing)} image(s) have no row in the labels file, e.g. {_list(missing, 3)}", path)
+    return np.array([None if v is None else str(v) for v in values.to_numpy()[rows]], dtype=object)
+
+
 def _list(items: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(repr(str(i)) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxrlt.errors import InputError
-from cxrlt.evaluation.groups import GROUPS
+from cxrlt.data.stats import GROUPS
 from cxrlt.io import read_json, save_figure, write_dataframe_csv, write_json, write_text
 from cxrlt.layout import RunFiles, SweepFiles
 

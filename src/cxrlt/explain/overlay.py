@@ -14,14 +14,13 @@ command), `example_overlays` a few for reports.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from cxrlt.io import save_figure
+from cxrlt.io import safe_name, save_figure
 
 if TYPE_CHECKING:
     from cxrlt.models.card import ModelCard
@@ -41,12 +40,6 @@ def blend(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: flo
     colour = matplotlib.colormaps[colormap](heat)[..., :3].astype(np.float32)
     weight = alpha * heat[..., None]
     return (1.0 - weight) * gray + weight * colour
-
-
-def safe_name(text: str) -> str:
-    """`text` reduced to letters, digits, '.', '-' and '_' (runs of anything else become one '_')."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
-    return cleaned or "unnamed"
 
 
 def save_overlay(

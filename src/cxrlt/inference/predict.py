@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from cxrlt.progress import progress_bar
 
 from cxrlt.data.dataset import ImageDataset
 from cxrlt.data.transforms import eval_pipeline
+
+if TYPE_CHECKING:
+    from cxrlt.models.card import ModelCard
 
 
 def default_device() -> torch.device:
@@ -117,3 +121,77 @@ def _check_unique_ids(found: list[tuple[str, Path]]) -> None:
             "once, and for two folders holding the same names give their common parent folder (the ids then "
             "start with the folder names)"
         )
+
+
+def readable_images(paths: Sequence[str | Path], skip_bad: bool = False,
+                    progress: bool = True) -> tuple[list[tuple[str, Path]], list[tuple[Path, str]]]:
+    """(image id, file) of every readable image given or found under given folders, and the unreadable ones.
+
+    An unreadable file is an InputError listing them all, unless `skip_bad`
+    leaves them out (then at least one image must remain).
+    """
+    from cxrlt.data.images import format_bad_images, scan_images
+    from cxrlt.errors import InputError
+
+    images = find_images(paths)
+    bad = scan_images([path for _, path in images], progress=progress)
+    if bad and not skip_bad:
+        raise InputError("cannot read these images (nothing was written; --skip-bad leaves them out):\n"
+                         + format_bad_images(bad))
+    unreadable = {path for path, _ in bad}
+    images = [(image_id, path) for image_id, path in images if path not in unreadable]
+    if not images:
+        raise InputError("no readable image left")
+    return images, bad
+
+
+@dataclass
+class Predictor:
+    """A saved model ready to score image files: its classes, decision thresholds and test-time augmentation.
+
+    `load` reads a run folder (or its weights file); `classes` picks and
+    orders columns (an untrained name is scored zero-shot by a query head),
+    keeping each trained class's tuned threshold (0.5 for a zero-shot one);
+    `tta` "none" switches off the augmentation the run was evaluated with.
+    """
+
+    model: torch.nn.Module
+    card: "ModelCard"
+    classes: list[str]
+    thresholds: np.ndarray
+    tta: tuple[str, ...]
+    tta_merge: str
+
+    @classmethod
+    def load(cls, path: str | Path, classes: Sequence[str] | None = None, tta: str | None = None,
+             tta_merge: str | None = None, threshold: float | None = None) -> "Predictor":
+        from cxrlt.inference.saved_model import load_model
+        from cxrlt.inference.tta import parse_tta
+
+        model, card = load_model(path)
+        names, thresholds = list(card.classes), np.asarray(card.decision_thresholds())
+        if classes:
+            from cxrlt.labels import canonical_key
+            from cxrlt.models.class_scoring import ClassScorer
+
+            model = ClassScorer(model, names, classes)
+            tuned = {canonical_key(c): t for c, t in zip(names, thresholds)}
+            names, thresholds = list(classes), np.array([tuned.get(canonical_key(c), 0.5) for c in classes])
+        if threshold is not None:
+            thresholds = np.full(len(names), threshold)
+        views = tuple(card.tta) if tta is None else () if tta.strip().lower() == "none" else parse_tta(tta)
+        return cls(model, card, names, thresholds, views, tta_merge or card.tta_merge)
+
+    def predict(self, files: Sequence[Path], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        """Probabilities (files x classes), each file decoded and transformed as the run's test images were."""
+        from cxrlt.data.store import DecodingStore
+
+        store = DecodingStore(list(files), self.card.stored_size)
+        return predict_probabilities(self.model, store, self.card.image_size, batch_size=batch_size,
+                                     progress=progress, tta=self.tta, tta_merge=self.tta_merge,
+                                     eval_transforms=self.card.eval_transforms)
+
+    def findings(self, probs: np.ndarray) -> list[str]:
+        """Per image, the classes at or above their threshold, most probable first, with their probabilities."""
+        return [", ".join(f"{self.classes[j]} {row[j]:.2f}" for j in np.argsort(-row) if row[j] >= self.thresholds[j])
+                or "no finding above threshold" for row in probs]

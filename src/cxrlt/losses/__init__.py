@@ -23,16 +23,17 @@ Every loss is a `torch.nn.Module` called as `loss(logits, targets, mask=None)`:
   `loss.update_class_factors(val_ap)` (one AP per class, NaN = undefined)
   and the k classes with the lowest AP are up-weighted until the next call.
 
-Registered losses (YAML `loss: {name: focal, alpha: 0.25, gamma: 2.0}`):
+Registered losses (YAML `loss: {name: focal, alpha: 0.25, gamma: 2.0}`), one
+module each, registered in `cxrlt.registry.LOSSES` and imported here:
 `bce`, `weighted_bce`, `focal`, `asl`, `class_aware`,
 `effective_number_focal`, `class_balanced`. Losses weighted by label counts
 need `class_counts` (per-class "positives" and "negatives" of the training
 split; a mapping or an object with those attributes), supplied by the
 toolkit, and raise ConfigError without them.
 
-The RIDE diversity term for an experts head is `diversity_loss`,
-`DiversityLoss` and `WithDiversity` (not a registry entry: it takes the
-experts' logits, not one logits matrix).
+The RIDE diversity term for an experts head is `diversity_loss` and
+`DiversityLoss` (not a registry entry: it takes the experts' logits, not one
+logits matrix; the head adds it to the classification loss).
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ from typing import Any, Sequence
 from torch import nn
 
 from cxrlt.losses.asl import AsymmetricLoss
-from cxrlt.losses.base import LOSSES, ClassCounts, MultiLabelLoss, as_class_counts
+from cxrlt.losses.base import ClassCounts, MultiLabelLoss, as_class_counts
 from cxrlt.losses.bce import BCELoss, WeightedBCELoss
 from cxrlt.losses.class_aware import ClassAwareLoss, class_aware_class_weights
 from cxrlt.losses.class_balanced import ClassBalancedLoss
-from cxrlt.losses.diversity import DiversityLoss, WithDiversity, diversity_loss
+from cxrlt.losses.diversity import DiversityLoss, diversity_loss
 from cxrlt.losses.effective_number import EffectiveNumberFocalLoss, effective_number_alpha, effective_number_weights
 from cxrlt.losses.focal import FocalLoss
+from cxrlt.registry import LOSSES
 
 
 def build(name: str, class_counts: Any = None, class_names: Sequence[str] | None = None, **params: Any) -> nn.Module:
@@ -62,7 +64,6 @@ def build(name: str, class_counts: Any = None, class_names: Sequence[str] | None
 
 
 __all__ = [
-    "LOSSES",
     "AsymmetricLoss",
     "BCELoss",
     "ClassAwareLoss",
@@ -73,7 +74,6 @@ __all__ = [
     "FocalLoss",
     "MultiLabelLoss",
     "WeightedBCELoss",
-    "WithDiversity",
     "as_class_counts",
     "build",
     "class_aware_class_weights",

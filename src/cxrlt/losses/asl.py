@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Count,
-    Margin,
-    MultiLabelLoss,
-    NonNegative,
-    Positive,
-    Smoothing,
-    clip_log,
-    log_one_minus_shifted,
-    safe_pow,
-    shifted_probability,
-)
+from cxrlt.losses.base import CONTEXT, MultiLabelLoss, clip_log, log_one_minus_shifted, safe_pow, shifted_probability
+from cxrlt.params import BelowOne, NonNegative
+from cxrlt.registry import LOSSES
 
 
 @LOSSES.register("asl", context=CONTEXT)
@@ -41,20 +30,11 @@ class AsymmetricLoss(MultiLabelLoss):
         self,
         gamma_pos: NonNegative = 0.0,
         gamma_neg: NonNegative = 4.0,
-        margin: Margin = 0.05,
+        margin: BelowOne = 0.05,
         eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-8,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+        super().__init__(**options)
         self.gamma_pos = float(gamma_pos)
         self.gamma_neg = float(gamma_neg)
         self.margin = float(margin)

@@ -1,4 +1,4 @@
-"""What every multi-label loss shares: counts, masking, smoothing, weighting, reduction.
+"""What every multi-label loss shares: options, counts, masking, smoothing, weighting, reduction.
 
 A loss subclasses `MultiLabelLoss` and implements `_elementwise(x, y)`, the
 per-element loss of logits `x` against (possibly smoothed) targets `y` in
@@ -8,6 +8,14 @@ smoothing is applied, per-class weights and up-weighting factors multiply the
 per-element terms, and the result is summed over classes and divided by the
 batch size. Arithmetic runs in float32 (float64 when the logits are float64)
 with autocast disabled, whatever precision the model runs in.
+
+The options every loss takes (label smoothing, up-weighting) are declared
+once, as the keyword parameters of `MultiLabelLoss.__init__`. A loss declares
+only its own parameters, takes `**options` and passes them on with
+`super().__init__(**options)`; the registry reads the options from the base
+class into the loss's schema (`cxrlt.registry`). A loss registers itself with
+`@LOSSES.register(name, context=CONTEXT)`, `CONTEXT` being the data the
+toolkit supplies (class counts and names).
 """
 
 from __future__ import annotations
@@ -15,27 +23,15 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
 from cxrlt.errors import ConfigError
-from cxrlt.registry import Registry
-
-LOSSES: Registry[nn.Module] = Registry("loss")
-
-# Parameter types shared by the registered losses (their YAML schema).
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Positive = Annotated[float, Field(gt=0.0)]
-Margin = Annotated[float, Field(ge=0.0, lt=1.0)]
-Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
-Smoothing = Annotated[float, Field(ge=0.0, le=1.0)]
-Count = Annotated[int, Field(ge=0)]
+from cxrlt.params import Count, Positive, Probability
 
 CONTEXT = ("class_counts", "class_names")
 
@@ -163,10 +159,10 @@ class MultiLabelLoss(nn.Module, abc.ABC):
     def __init__(
         self,
         *,
-        label_smoothing: float = 0.0,
-        upweight_classes: Sequence[str] = (),
-        upweight_factor: float = 1.0,
-        upweight_worst_k: int = 0,
+        label_smoothing: Probability = 0.0,
+        upweight_classes: tuple[str, ...] = (),
+        upweight_factor: Positive = 1.0,
+        upweight_worst_k: Count = 0,
         class_counts: Any = None,
         class_names: Sequence[str] | None = None,
     ):

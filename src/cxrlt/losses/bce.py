@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
 from cxrlt.errors import ConfigError
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Count,
-    MultiLabelLoss,
-    Positive,
-    Smoothing,
-    class_labels,
-    log_probabilities,
-)
+from cxrlt.losses.base import CONTEXT, MultiLabelLoss, class_labels, log_probabilities
+from cxrlt.registry import LOSSES
 
 
 @LOSSES.register("bce", context=CONTEXT)
@@ -25,21 +17,6 @@ class BCELoss(MultiLabelLoss):
     """-[y log p + (1 - y) log(1 - p)] per element (SPEC 1.1)."""
 
     name = "bce"
-
-    def __init__(
-        self,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
-    ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
 
     def _elementwise(self, x: Tensor, y: Tensor) -> Tensor:
         log_p, log_q = log_probabilities(x)
@@ -57,20 +34,8 @@ class WeightedBCELoss(MultiLabelLoss):
 
     name = "weighted_bce"
 
-    def __init__(
-        self,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
-    ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+    def __init__(self, **options: Any):
+        super().__init__(**options)
         counts = self._require_counts()
         empty = np.flatnonzero((counts.positives == 0) | (counts.negatives == 0))
         if len(empty):

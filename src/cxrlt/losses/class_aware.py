@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -10,20 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cxrlt.errors import ConfigError
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Beta,
-    ClassCounts,
-    Count,
-    Margin,
-    MultiLabelLoss,
-    Positive,
-    Smoothing,
-    class_labels,
-    log_one_minus_shifted,
-)
+from cxrlt.losses.base import CONTEXT, ClassCounts, MultiLabelLoss, class_labels, log_one_minus_shifted
 from cxrlt.losses.effective_number import effective_number_alpha, require_positives
+from cxrlt.params import BelowOne
+from cxrlt.registry import LOSSES
 
 ClassWeighting = Literal["none", "inverse", "sqrt_inverse", "effective_number"]
 
@@ -63,22 +53,13 @@ class ClassAwareLoss(MultiLabelLoss):
 
     def __init__(
         self,
-        margin: Margin = 0.2,
+        margin: BelowOne = 0.2,
         class_weights: ClassWeighting = "none",
-        beta: Beta = 0.9999,
+        beta: BelowOne = 0.9999,
         detach_weights: bool = False,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+        super().__init__(**options)
         self.margin, self.class_weights, self.beta = float(margin), class_weights, float(beta)
         self.detach_weights = bool(detach_weights)
         counts = self._require_counts()

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Beta,
-    Count,
-    MultiLabelLoss,
-    NonNegative,
-    Positive,
-    Smoothing,
-    log_probabilities,
-    safe_pow,
-)
+from cxrlt.losses.base import CONTEXT, MultiLabelLoss, log_probabilities, safe_pow
 from cxrlt.losses.effective_number import effective_number_weights, require_positives
+from cxrlt.params import BelowOne, NonNegative
+from cxrlt.registry import LOSSES
 
 
 @LOSSES.register("class_balanced", context=CONTEXT)
@@ -36,20 +27,11 @@ class ClassBalancedLoss(MultiLabelLoss):
 
     def __init__(
         self,
-        beta: Beta = 0.9999,
+        beta: BelowOne = 0.9999,
         gamma: NonNegative = 0.0,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+        super().__init__(**options)
         self.beta, self.gamma = float(beta), float(gamma)
         counts = self._require_counts()
         require_positives(self, counts.positives)

@@ -19,7 +19,8 @@ sum_i KL(p_bar || p_i) <= (1/n) sum_{i != j} KL(p_j || p_i), and for small
 disagreements (second order in p_i - p_bar, where KL is half the squared
 Fisher distance) approximate ~= pairwise / (2n). Minimising L pushes the
 experts apart; the classification loss keeps them accurate, and the total
-is L_clf + lambda L (lambda = 0.2 in seed 002).
+is L_clf + lambda L (lambda = 0.2 in seed 002): the experts head adds it in
+`training_loss` (`cxrlt.models.heads.experts`).
 """
 
 from __future__ import annotations
@@ -85,30 +86,3 @@ class DiversityLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, form={self.form!r}"
-
-
-class WithDiversity(nn.Module):
-    """A classification loss on an experts head plus lambda times the diversity term.
-
-    forward(expert_logits, targets, mask=None) =
-    `loss(mean of expert logits, targets)` (the head's output, SPEC 3) or,
-    with `per_expert=True`, the sum over experts of `loss(expert logits,
-    targets)` (RIDE's original), plus `weight * diversity_loss(...)`.
-    """
-
-    def __init__(
-        self, loss: nn.Module, weight: float = 0.2, form: DiversityForm = "approximate", per_expert: bool = False
-    ):
-        super().__init__()
-        self.loss = loss
-        self.diversity = DiversityLoss(weight, form)
-        self.per_expert = bool(per_expert)
-
-    def forward(self, expert_logits: Tensor | Sequence[Tensor], targets: Tensor, mask: Tensor | None = None) -> Tensor:
-        z = _stack(expert_logits)
-        extra = () if mask is None else (mask,)
-        if self.per_expert:
-            classification = sum(self.loss(z_i, targets, *extra) for z_i in z)
-        else:
-            classification = self.loss(z.mean(dim=0), targets, *extra)
-        return classification + self.diversity(z)

@@ -9,20 +9,9 @@ import torch
 from torch import Tensor
 
 from cxrlt.errors import ConfigError
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Beta,
-    Count,
-    MultiLabelLoss,
-    NonNegative,
-    Positive,
-    Probability,
-    Smoothing,
-    class_labels,
-    log_probabilities,
-    safe_pow,
-)
+from cxrlt.losses.base import CONTEXT, MultiLabelLoss, class_labels, log_probabilities, safe_pow
+from cxrlt.params import BelowOne, NonNegative, Positive, Probability
+from cxrlt.registry import LOSSES
 
 
 def effective_number_alpha(positives: Sequence[float], beta: float) -> np.ndarray:
@@ -85,22 +74,13 @@ class EffectiveNumberFocalLoss(MultiLabelLoss):
 
     def __init__(
         self,
-        beta: Beta = 0.9998,
+        beta: BelowOne = 0.9998,
         scale: Positive = 0.1,
         alpha: Probability = 0.5,
         gamma: NonNegative = 1.0,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+        super().__init__(**options)
         self.beta, self.scale, self.alpha, self.gamma = float(beta), float(scale), float(alpha), float(gamma)
         counts = self._require_counts()
         require_positives(self, counts.positives)

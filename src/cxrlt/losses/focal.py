@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from cxrlt.losses.base import (
-    CONTEXT,
-    LOSSES,
-    Count,
-    MultiLabelLoss,
-    NonNegative,
-    Positive,
-    Probability,
-    Smoothing,
-    log_probabilities,
-    safe_pow,
-)
+from cxrlt.losses.base import CONTEXT, MultiLabelLoss, log_probabilities, safe_pow
+from cxrlt.params import NonNegative, Probability
+from cxrlt.registry import LOSSES
 
 
 @LOSSES.register("focal", context=CONTEXT)
@@ -40,18 +31,9 @@ class FocalLoss(MultiLabelLoss):
         self,
         alpha: Probability | None = 0.25,
         gamma: NonNegative = 2.0,
-        *,
-        label_smoothing: Smoothing = 0.0,
-        upweight_classes: tuple[str, ...] = (),
-        upweight_factor: Positive = 1.0,
-        upweight_worst_k: Count = 0,
-        class_counts: Any = None,
-        class_names: Sequence[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            label_smoothing=label_smoothing, upweight_classes=upweight_classes, upweight_factor=upweight_factor,
-            upweight_worst_k=upweight_worst_k, class_counts=class_counts, class_names=class_names,
-        )
+        super().__init__(**options)
         self.alpha = None if alpha is None else float(alpha)
         self.gamma = float(gamma)
 

@@ -42,9 +42,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from cxrlt.config import Strict
+from cxrlt.data.stats import cooccurrence
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.labels import canonical_key, class_mapping
-from cxrlt.models.graph import cooccurrence
 
 MATRIX_SUFFIXES = (".npz", ".npy", ".csv")
 

@@ -1,15 +1,17 @@
-"""Label co-occurrence statistics and the ML-GCN correlation matrix (seed 002, SPEC 3).
+"""The ML-GCN correlation matrix of a training label matrix (seed 002, SPEC 3).
 
-Pure numpy functions of a training label matrix (images x classes, 1
-positive, 0 negative, NaN missing). A value >= 0.5 counts as positive, so
-the soft labels of mixing never reach here as fractions of a count.
+Pure numpy functions. The label statistics they start from (which labels
+are positive, P(L_j | L_i) and what it is with missing labels) are those of
+`cxrlt.data.stats`, the one place they are defined.
 
 The ML-GCN matrix is built in four steps (Chen et al. 2019, as SPEC 3 fixes):
 
-1. conditional probabilities P[i, j] = P(L_j = 1 | L_i = 1), estimated over
-   the images where class i is positive *and* class j is annotated (with no
-   missing labels this is the usual M_ij / N_i);
-2. binarised: A[i, j] = 1 if P[i, j] >= tau (off the diagonal);
+1. conditional probabilities P[i, j] = P(L_j = 1 | L_i = 1),
+   `cxrlt.data.stats.conditional_probabilities`: estimated over the images
+   where class i is positive *and* class j is annotated (with no missing
+   labels the usual M_ij / N_i); NaN where undefined;
+2. binarised: A[i, j] = 1 if P[i, j] >= tau (off the diagonal; an undefined
+   P is no evidence of co-occurrence, so no edge);
 3. re-weighted with p: the off-diagonal entries of row i are scaled to sum
    to p and the diagonal is 1 - p. A class with no neighbour keeps all of
    its own information: its diagonal is 1 (every row then sums to 1);
@@ -26,44 +28,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxrlt.data.stats import conditional_probabilities
+
 DEFAULT_TAU = 0.4
 DEFAULT_P = 0.2
+# Allowed values: an edge needs a positive threshold; a node keeps some of its own features (1 - p > 0).
+RANGES = {"tau": "(0, 1]", "p": "[0, 1)"}
 
 
-def positive_matrix(labels: np.ndarray) -> np.ndarray:
-    """Boolean images x classes: True where the label is positive (>= 0.5; NaN is not)."""
-    labels = np.asarray(labels, dtype=np.float32)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-d images x classes matrix, got shape {labels.shape}")
-    return np.nan_to_num(labels, nan=0.0) >= 0.5
-
-
-def cooccurrence(labels: np.ndarray) -> np.ndarray:
-    """Counts M (classes x classes): M[i, j] images with i and j both positive; M[i, i] = positives of i."""
-    positive = positive_matrix(labels).astype(np.float64)
-    return np.rint(positive.T @ positive).astype(np.int64)
-
-
-def conditional_probabilities(labels: np.ndarray) -> np.ndarray:
-    """P[i, j] = P(L_j = 1 | L_i = 1) over images where i is positive and j is annotated.
-
-    The diagonal is 1 for classes with a positive. A row whose class has no
-    positive (or a pair never annotated together) is 0: there is no evidence
-    of co-occurrence.
-    """
-    labels = np.asarray(labels, dtype=np.float32)
-    positive = positive_matrix(labels).astype(np.float64)
-    annotated = np.isfinite(labels).astype(np.float64)
-    together = positive.T @ positive
-    observed = positive.T @ annotated  # [i, j]: images with i positive and j annotated
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(observed > 0, together / np.maximum(observed, 1.0), 0.0)
+def in_range(name: str, value: float) -> bool:
+    """Whether `value` is an allowed `tau` (0 < tau <= 1) or `p` (0 <= p < 1)."""
+    return 0.0 < value <= 1.0 if name == "tau" else 0.0 <= value < 1.0
 
 
 def binarise(conditional: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
-    """A[i, j] = 1 where P(L_j | L_i) >= tau, off the diagonal; the diagonal is 0."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1], got {tau}")
+    """A[i, j] = 1 where P(L_j | L_i) >= tau, off the diagonal; the diagonal and undefined (NaN) P are 0."""
+    if not in_range("tau", tau):
+        raise ValueError(f"tau must lie in {RANGES['tau']}, got {tau}")
     adjacency = (np.asarray(conditional, dtype=np.float64) >= tau).astype(np.float64)
     np.fill_diagonal(adjacency, 0.0)
     return adjacency
@@ -71,8 +52,8 @@ def binarise(conditional: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
 
 def reweight(binary: np.ndarray, p: float = DEFAULT_P) -> np.ndarray:
     """Off-diagonal entries of each row scaled to sum to `p`, diagonal 1 - p (1 for a row with no neighbour)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p must lie in [0, 1), got {p}")
+    if not in_range("p", p):
+        raise ValueError(f"p must lie in {RANGES['p']}, got {p}")
     binary = np.asarray(binary, dtype=np.float64).copy()
     np.fill_diagonal(binary, 0.0)
     degree = binary.sum(axis=1, keepdims=True)

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from cxrlt.data.stats import conditional_probabilities, positive_matrix
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.io import atomic_path
 from cxrlt.labels import canonical_key
 from cxrlt.models.embeddings import LabelEmbeddingSpec, LabelVectors, input_layer, label_vectors, match_rows
-from cxrlt.models.graph import (
-    DEFAULT_P, DEFAULT_TAU, adjacency_from_conditional, conditional_probabilities, positive_matrix,
-)
+from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU, RANGES, adjacency_from_conditional, in_range
+
+if TYPE_CHECKING:
+    from cxrlt.config import RunConfig
 
 GRAPH_KEYS = ("classes", "adjacency", "conditional", "positives", "embeddings", "tau", "p", "method", "images")
 
@@ -35,7 +37,7 @@ class GraphFile:
 
     classes: list[str]
     adjacency: np.ndarray  # normalised ML-GCN matrix (K x K)
-    conditional: np.ndarray  # P(L_j | L_i) (K x K)
+    conditional: np.ndarray  # P(L_j | L_i) (K x K; NaN where undefined: cxrlt.data.stats)
     positives: np.ndarray  # training positives per class
     embeddings: np.ndarray  # K x d
     tau: float
@@ -112,6 +114,58 @@ class GraphFile:
         else:
             adjacency = adjacency_from_conditional(self.conditional[np.ix_(order, order)], self.tau, self.p)
         return adjacency.astype(np.float32), vectors
+
+
+def graph_of_run(
+    config: "RunConfig", origin: str | Path, embeddings: LabelEmbeddingSpec | None = None,
+    tau: float | None = None, p: float | None = None, default_embeddings: LabelEmbeddingSpec | None = None,
+) -> GraphFile:
+    """The label graph of the training split of a run config (`origin`: where it was read, for messages).
+
+    `tau`, `p` and `embeddings` default to the run's head settings
+    (`model.head`), else tau 0.4, p 0.2 and `default_embeddings` (GloVe
+    300-d when not given).
+    """
+    from cxrlt.data.sources import load_table
+
+    head = config.model.head.params
+    train = load_table(config.data).split("train")
+    if len(train) == 0:
+        raise InputError(f"the training split of the data in {origin} is empty; check data.split")
+    if embeddings is None:
+        fallback = default_embeddings or LabelEmbeddingSpec.coerce({"method": "glove"})
+        embeddings = fallback if head.get("embeddings") is None else LabelEmbeddingSpec.coerce(head["embeddings"])
+    tau = _head_setting(tau, head, "tau", DEFAULT_TAU, origin)
+    p = _head_setting(p, head, "p", DEFAULT_P, origin)
+    return GraphFile.from_labels(train.labels, train.classes, embeddings, tau=tau, p=p)
+
+
+def _head_setting(given: float | None, head: dict[str, Any], key: str, default: float, origin: str | Path) -> float:
+    """`given` (checked by the caller), else the head's `key` (checked here: `graph.RANGES`), else `default`."""
+    if given is not None:
+        return float(given)
+    value = float(head.get(key, default))
+    if not in_range(key, value):
+        raise ConfigError(f"{origin}: model.head.{key} is {value:g}; it must lie in {RANGES[key]}")
+    return value
+
+
+def format_graph(graph: GraphFile) -> str:
+    """A readable summary: sizes, settings, and each class's neighbours with P(L_j | L_i)."""
+    k = len(graph.classes)
+    edges = (graph.conditional >= graph.tau) & ~np.eye(k, dtype=bool)
+    lines = [
+        f"label graph of {graph.images:,} training images, {k} classes (tau {graph.tau:g}, p {graph.p:g}): "
+        f"{int(edges.sum())} edges, {int((~edges.any(axis=1)).sum())} classes without neighbours",
+        f"embeddings: {graph.method}, {graph.embeddings.shape[0]} x {graph.embeddings.shape[1]}",
+        "",
+        f"{'class':<28}{'positives':>10}  neighbours: P(L_j | L_i)",
+    ]
+    for i, name in enumerate(graph.classes):
+        order = [j for j in np.argsort(-graph.conditional[i], kind="stable") if edges[i, j]]
+        neighbours = ", ".join(f"{graph.classes[j]} {graph.conditional[i, j]:.2f}" for j in order) or "-"
+        lines.append(f"{name[:27]:<28}{int(graph.positives[i]):>10,}  {neighbours}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------- graph modules

@@ -7,9 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cxrlt.registry import Registry
-
-POOLINGS: Registry[nn.Module] = Registry("pooling")
+from cxrlt.registry import POOLINGS
 
 
 @POOLINGS.register("avg")

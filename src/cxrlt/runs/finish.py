@@ -9,7 +9,6 @@ are `cxrlt.layout.RunFiles`'.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +16,21 @@ import numpy as np
 
 from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
-from cxrlt.evaluation.bootstrap import bootstrap_metrics
-from cxrlt.evaluation.calibration import (
-    calibration_summary,
-    fit_temperature,
-    operating_points,
-    write_reliability_plot,
-)
-from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics, tune_thresholds
+from cxrlt.evaluation.calibration import fit_temperature
 from cxrlt.evaluation.html import write_html_report
-from cxrlt.evaluation.plots import write_plots
+from cxrlt.evaluation.metrics import UndefinedMetricWarning, tune_thresholds
 from cxrlt.evaluation.predictions import write_labels, write_predictions
-from cxrlt.layout import RunFiles
 from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs, write_report
+from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
+from cxrlt.inference.predict import predict_probabilities
+from cxrlt.inference.saved_model import export_model, load_model
 from cxrlt.io import write_json
+from cxrlt.layout import RunFiles
 from cxrlt.models.build import CxrModel, build_model
+from cxrlt.models.card import ModelCard
 from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.training.data import RunData
-from cxrlt.inference.saved_model import export_model, load_model
-from cxrlt.models.card import ModelCard
-from cxrlt.inference.predict import predict_probabilities
 from cxrlt.training.stages import Stage
-
-
-@dataclass
-class SplitResult:
-    """Scores of one split: what was written to metrics JSON, plus what plots need."""
-
-    split: str
-    probs: np.ndarray
-    result: MetricResult
-    metrics: dict[str, Any]
-    table: str
-    warnings: list[str] = field(default_factory=list)
 
 
 def evaluation_split(config: RunConfig) -> str:
@@ -57,11 +38,9 @@ def evaluation_split(config: RunConfig) -> str:
     return config.evaluation.split
 
 
-def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> SplitResult:
+def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, progress: bool = True) -> Scores:
     """Export the best model of the last stage and evaluate it on validation and the evaluation split."""
-    from cxrlt.runs.train import model_context
-
-    model = build_model(config.model, len(data.classes), last.image_size, context=model_context(data),
+    model = build_model(config.model, len(data.classes), last.image_size, context=data.model_context(),
                         pretrained=False)
     model.load_state_dict(model_state(load_checkpoint(last.checkpoint("best"))))
     card = ModelCard(model=config.model, classes=list(data.classes), image_size=last.image_size,
@@ -123,7 +102,7 @@ def write_example_cams(model: CxrModel, card: ModelCard, table: Any, probs: np.n
 
 
 def evaluate_split(model: CxrModel, card: ModelCard, config: RunConfig, data: RunData, run_dir: Path,
-                   split: str, progress: bool = True) -> SplitResult:
+                   split: str, progress: bool = True) -> Scores:
     """Predict one split with `model`, then score and save it."""
     probs = predict_probabilities(model, data.store(split, card.stored_size), card.image_size,
                                   progress=progress, description=f"predict {split}",
@@ -138,58 +117,41 @@ def patient_ids(table: Any) -> np.ndarray | None:
 
 
 def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, probs: np.ndarray,
-                card: ModelCard, intervals: bool = True, progress: bool = False) -> SplitResult:
-    """Write predictions and metrics of `split` into the run folder.
+                card: ModelCard, intervals: bool = True, progress: bool = False) -> Scores:
+    """Write predictions, labels and metrics (`cxrlt.evaluation.scoring`) of `split` into the run folder.
 
-    Metrics include `calibration` (ECE; with a temperature in `card`, fitted
-    on validation when `evaluation.temperature`, also the ECE after it),
-    `thresholds` (sensitivity / specificity at the tuned thresholds) and,
-    when `intervals` and `evaluation.bootstrap` > 0, bootstrap `intervals`
+    Thresholds are the card's (tuned on validation by `evaluation.threshold`),
+    the temperature too (fitted on validation when `evaluation.temperature`);
+    with `intervals` and `evaluation.bootstrap` > 0, bootstrap intervals
     seeded by `train.seed`, over patients when the table has patient ids.
     """
     part = data.part(split)
-    files, headline = RunFiles(run_dir), evaluation_split(config)
+    files, headline, evaluation = RunFiles(run_dir), evaluation_split(config), config.evaluation
     write_predictions(files.predictions(split, headline), part.image_ids, list(data.classes), probs)
     write_labels(files.labels(split, headline), part.image_ids, list(data.classes), part.labels)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UndefinedMetricWarning)
-        result = compute_metrics(part.labels, probs, data.classes, thresholds=card.thresholds)
-    groups = card.groups
-    metrics = {"split": split, "n_images": len(part), **result.to_dict(groups)}
+    extras: dict[str, Any] = {}
     if card.tta:
-        metrics["tta"] = {"views": list(card.tta), "merge": card.tta_merge}
+        extras["tta"] = {"views": list(card.tta), "merge": card.tta_merge}
     if card.tau_normalisation is not None:
-        metrics["tau_normalisation"] = card.tau_normalisation
-    if intervals and config.evaluation.bootstrap > 0:
-        metrics["intervals"] = bootstrap_metrics(
-            part.labels, probs, data.classes, resamples=config.evaluation.bootstrap, patients=patient_ids(part),
-            seed=config.train.seed, progress=progress,
-        ).to_dict(groups)
-    metrics["calibration"] = calibration_summary(part.labels, probs, data.classes,
-                                                 temperature=card.temperature)
-    if card.thresholds is not None:
-        metrics["thresholds"] = {
-            "method": config.evaluation.threshold, "tuned_on": "val",
-            **({"target_sensitivity": config.evaluation.target_sensitivity}
-               if config.evaluation.threshold == "sensitivity" else {}),
-            "per_class": operating_points(part.labels, probs, card.thresholds, data.classes),
-        }
-    write_json(files.metrics(split, headline), metrics)
-    return SplitResult(split, probs, result, metrics, result.format_table(groups, card.train_positives),
-                       [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
+        extras["tau_normalisation"] = card.tau_normalisation
+    scores = score_predictions(
+        part.labels, probs, data.classes, split=split, groups=card.groups, thresholds=card.thresholds,
+        tuning=None if card.thresholds is None else Tuning(evaluation.threshold, "val", evaluation.target_sensitivity),
+        temperature=card.temperature, patients=patient_ids(part), extras=extras,
+        bootstrap=BootstrapSettings(evaluation.bootstrap, seed=config.train.seed) if intervals else None,
+        train_positives=card.train_positives, progress=progress,
+    )
+    write_json(files.metrics(split, headline), scores.metrics)
+    return scores
 
 
-def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: SplitResult) -> Path:
+def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Scores) -> Path:
     """Plots, `report.md` and `report.html` of the headline split."""
     files = RunFiles(run_dir)
-    groups = [scored.metrics["per_class"][name]["group"] for name in data.classes]
-    plots = write_plots(files.plots, data.part(scored.split).labels, scored.probs, scored.result, groups,
-                        data.train_stats.positives)
-    plots.append(write_reliability_plot(files.plot("reliability"), data.part(scored.split).labels,
-                                        scored.probs, groups, temperature=scored.metrics["calibration"]["temperature"]))
+    plots = scored.write_plots(files.plots)
     curves = plot_training_curves(read_training_logs(run_dir), files.plot("training_curves"),
                                   read_learning_rates(run_dir))
-    label_plots = save_plots(data.train_stats, files.label_plots, groups=groups)
+    label_plots = save_plots(data.train_stats, files.label_plots, groups=scored.groups)
     relative = [str(Path(p).relative_to(run_dir)) for p in [*plots, *([curves] if curves else []), *label_plots]]
     setup = {
         "backbone": f"{config.model.backbone} ({'pretrained' if config.model.pretrained else 'random init'}), "
@@ -205,16 +167,15 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sp
     return report
 
 
-def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> SplitResult:
+def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> Scores:
     """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
     from cxrlt.runs.folder import RunFolder
     from cxrlt.training.data import load_run_data
-    from cxrlt.runs.train import load_run_config
 
     run_dir = Path(run_dir)
     RunFolder(run_dir).require_started()
     with RunFolder(run_dir).writing("evaluate"):
-        config = load_run_config(run_dir)
+        config = RunFolder(run_dir).load_config()
         model, card = load_model(run_dir)
         data = load_run_data(config)
         return evaluate_split(model, card, config, data, run_dir, split, progress)

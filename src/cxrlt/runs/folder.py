@@ -14,6 +14,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from cxrlt.config import RunConfig, load_config
 from cxrlt.errors import ConfigError
 from cxrlt.layout import KFoldFiles, RunFiles, SweepFiles
 from cxrlt.ownership import FolderLock, OwnedFolder, check_claimable, claim, is_writer, owned, wait_for_writer
@@ -35,6 +36,10 @@ class RunFolder(RunFiles):
     def started(self) -> bool:
         """Whether a run was started here (its configuration is saved)."""
         return self.config.is_file()
+
+    def load_config(self) -> RunConfig:
+        """The resolved configuration saved in the run folder."""
+        return load_config(self.config)
 
     def refuse_if_started(self) -> None:
         """A new run may not go into a folder that holds one."""

@@ -14,9 +14,18 @@ Folder layout::
     RUN/kfold.json            folds, merge rule, and (when complete) summary scores
     RUN/folds/k/              the run of fold k (a normal run folder) + fold.json when finished
     RUN/predictions_oof.csv   out-of-fold predictions: every non-test image, by the model that did not train on it
+    RUN/labels_oof.csv        their labels
     RUN/metrics_oof.json      their metrics (thresholds tuned on them)
     RUN/predictions.csv       test predictions: the fold models merged per image and class
+    RUN/labels.csv            their labels
     RUN/metrics.json          their metrics, F1 at the out-of-fold thresholds
+
+(names: `cxrlt.layout.KFoldFiles`). Both metrics files are reports of the
+scoring core (`cxrlt.evaluation.scoring`), like a run's: groups from the
+positives of the non-test images, thresholds and (with
+`evaluation.temperature`) a temperature fitted on the out-of-fold
+predictions, bootstrap intervals with `evaluation.bootstrap` resamples seeded
+by `train.seed`, over patients.
 
 Test predictions merge the fold models' probabilities by the arithmetic mean
 (default; the "fold models are averaged" of seed 003) or by the geometric
@@ -34,7 +43,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,17 +52,15 @@ from cxrlt.data.stats import LabelStats
 from cxrlt.ensemble.combine import stack_tables
 from cxrlt.ensemble.merge import check_merge, merge_probabilities
 from cxrlt.errors import ConfigError, InputError, Interrupted
-from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics, tune_thresholds
-from cxrlt.evaluation.predictions import ClassTable, read_predictions, write_predictions
+from cxrlt.evaluation.calibration import fit_temperature
+from cxrlt.evaluation.metrics import UndefinedMetricWarning, tune_thresholds
+from cxrlt.evaluation.predictions import ClassTable, read_predictions, write_labels, write_predictions
+from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
 from cxrlt.io import read_json, write_json, write_text
-from cxrlt.ownership import claim, is_writer, refuse_if_locked, wait_for_writer
-from cxrlt.runs.folder import RunFolder
-
-KIND = "kfold"
-BASE_CONFIG = "kfold.yaml"
-STATE = "kfold.json"
-FOLD_DONE = "fold.json"
-LAYOUT = (BASE_CONFIG, STATE, "folds", "predictions_oof.csv", "metrics_oof.json", "predictions.csv", "metrics.json")
+from cxrlt.layout import KFoldFiles
+from cxrlt.ownership import is_writer, refuse_if_locked
+from cxrlt.runs.finish import patient_ids
+from cxrlt.runs.folder import KFoldFolder, RunFolder
 
 
 @dataclass
@@ -78,7 +85,7 @@ def fold_config(config: RunConfig, folds: int, fold: int) -> RunConfig:
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
     """Run folder of fold `fold`."""
-    return Path(run_dir) / "folds" / str(fold)
+    return KFoldFiles(run_dir).fold(fold).path
 
 
 def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "arithmetic",
@@ -93,20 +100,21 @@ def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "
     from cxrlt.training.data import load_run_data
     from cxrlt.runs.train import check_start
 
-    run_dir = Path(run_dir)
+    folder = KFoldFolder(Path(run_dir))
+    run_dir = folder.path
     check_merge(merge)
     if folds < 2:
         raise ConfigError(f"k-fold needs at least 2 folds, got {folds}")
     if not is_writer():
-        wait_for_writer(run_dir, lambda folder: (folder / BASE_CONFIG).is_file(), what=f"the k-fold folder {run_dir}")
+        folder.attach()
         _train_folds(config, run_dir, folds, progress)
         return None
     refuse_if_locked(run_dir)
     text = config.to_yaml()
-    started = (run_dir / BASE_CONFIG).is_file()
+    started = folder.started
     if started:
-        state = read_json(run_dir / STATE) if (run_dir / STATE).is_file() else {}
-        if (run_dir / BASE_CONFIG).read_text(encoding="utf-8") != text or state.get("folds") != folds \
+        state = read_json(folder.state) if folder.state.is_file() else {}
+        if folder.config.read_text(encoding="utf-8") != text or state.get("folds") != folds \
                 or state.get("merge") != merge:
             raise ConfigError(
                 f"{run_dir} holds a k-fold run with another configuration, number of folds or merge "
@@ -117,12 +125,10 @@ def kfold(config: RunConfig, run_dir: str | Path, folds: int = 5, merge: str = "
         # Everything a start can get wrong fails before the folder is claimed.
         first = fold_config(config, folds, 0)
         check_start(first, load_run_data(first), RunFolder(fold_dir(run_dir, 0)))
-    folder = claim(run_dir, KIND, adopt=_legacy_kfold, hint="choose a new or empty --out folder")
-    folder.record(*LAYOUT)
-    with folder.lock("kfold"):
+    with folder.claim().lock("kfold"):
         if not started:
-            write_json(run_dir / STATE, {"folds": folds, "merge": merge, "complete": False})
-            write_text(run_dir / BASE_CONFIG, text)  # last: a folder with it is a started k-fold run
+            write_json(folder.state, {"folds": folds, "merge": merge, "complete": False})
+            write_text(folder.config, text)  # last: a folder with it is a started k-fold run
         _train_folds(config, run_dir, folds, progress)
         return combine_folds(run_dir, progress=progress)
 
@@ -131,9 +137,9 @@ def _train_folds(config: RunConfig, run_dir: Path, folds: int, progress: bool) -
     """Train or resume every unfinished fold (every process of a multi-process launch runs this)."""
     from cxrlt.runs.train import resume, train
 
+    files = KFoldFiles(run_dir)
     for k in range(folds):
-        folder = fold_dir(run_dir, k)
-        done = folder / FOLD_DONE
+        folder, done = files.fold(k).path, files.fold_done(k)
         if done.is_file():
             continue
         try:
@@ -146,101 +152,113 @@ def _train_folds(config: RunConfig, run_dir: Path, folds: int, progress: bool) -
                               f"{run_dir}`.") from None
         if result.metrics is None:
             continue  # not rank 0: rank 0 records the fold
-        val = read_json(folder / "metrics_val.json")
+        val = read_json(files.fold(k).metrics("val", "test"))
         summary = {"fold": k, "val": val["mean"], "test": result.metrics.metrics["mean"]
                    if result.metrics.split == "test" else None}
         write_json(done, summary)
 
 
-def _legacy_kfold(folder: Path) -> bool:
-    """A k-fold folder written before folders carried a marker."""
-    return (folder / BASE_CONFIG).is_file() and (folder / STATE).is_file()
-
-
 def resume_kfold(run_dir: str | Path, progress: bool = True) -> KFoldResult:
     """Continue the k-fold run in `run_dir` with the configuration, folds and merge it was started with."""
-    run_dir = Path(run_dir)
-    if not (run_dir / BASE_CONFIG).is_file() or not (run_dir / STATE).is_file():
-        raise ConfigError(f"{run_dir} is not a k-fold folder (no {BASE_CONFIG} / {STATE}); start one with "
+    files = KFoldFiles(Path(run_dir))
+    if not files.config.is_file() or not files.state.is_file():
+        raise ConfigError(f"{files.path} is not a k-fold folder (no {files.CONFIG} / {files.STATE}); start one with "
                           "`cxrlt kfold CONFIG --folds K`")
-    state = read_json(run_dir / STATE)
-    return kfold(load_config(run_dir / BASE_CONFIG), run_dir, state["folds"], state["merge"], progress)
+    state = read_json(files.state)
+    return kfold(load_config(files.config), files.path, state["folds"], state["merge"], progress)
 
 
 def _pool_table(run_dir: Path):
     """The label table with splits of fold 0, and the mask of its non-test rows (the out-of-fold pool)."""
     from cxrlt.data.sources import load_table
 
-    state = read_json(run_dir / STATE)
-    config = fold_config(load_config(run_dir / BASE_CONFIG), state["folds"], 0)
+    files = KFoldFiles(run_dir)
+    state = read_json(files.state)
+    config = fold_config(load_config(files.config), state["folds"], 0)
     table = load_table(config.data)
     return config, table, (table.meta["split"] != "test").to_numpy(dtype=bool)
 
 
 def oof_labels(run_dir: str | Path) -> ClassTable:
-    """Labels of the out-of-fold images of a k-fold folder (for class-wise ensemble selection)."""
-    run_dir = Path(run_dir)
-    _, table, pool = _pool_table(run_dir)
+    """Labels of the out-of-fold images of a k-fold folder, from its data sources (folders combined before
+    k-fold runs saved `labels_oof.csv`)."""
+    files = KFoldFiles(Path(run_dir))
+    _, table, pool = _pool_table(files.path)
     part = table.subset(pool)
-    return ClassTable(np.asarray(part.image_ids, dtype=object), tuple(part.classes), part.labels,
-                      run_dir / BASE_CONFIG)
+    return ClassTable(np.asarray(part.image_ids, dtype=object), tuple(part.classes), part.labels, files.config)
 
 
 def combine_folds(run_dir: str | Path, progress: bool = True) -> KFoldResult:
-    """Write out-of-fold and merged test predictions and metrics from the finished folds of `run_dir`."""
-    run_dir = Path(run_dir)
-    state = read_json(run_dir / STATE)
+    """Write out-of-fold and merged test predictions, labels and metrics from the finished folds of `run_dir`."""
+    files = KFoldFiles(Path(run_dir))
+    state = read_json(files.state)
     folds, merge = int(state["folds"]), state["merge"]
     summaries = []
     for k in range(folds):
-        done = fold_dir(run_dir, k) / FOLD_DONE
-        if not done.is_file():
-            raise InputError(f"fold {k} is not finished; run `cxrlt kfold --resume {run_dir}`", done.parent)
-        summaries.append(read_json(done))
-    config, table, pool = _pool_table(run_dir)
-    classes = list(table.classes)
-    part = table.subset(pool)
-    groups = LabelStats.from_table(part).groups(**config.evaluation.groups.model_dump())
-
-    # Out-of-fold: each pool image was validation of exactly one fold.
-    oof_tables = [read_predictions(fold_dir(run_dir, k) / "predictions_val.csv") for k in range(folds)]
-    ids = np.concatenate([t.ids for t in oof_tables])
-    wanted = np.asarray(part.image_ids, dtype=object)
-    if len(ids) != len(wanted) or set(ids) != set(wanted):
-        raise InputError(
-            f"the folds' validation predictions ({len(ids)} rows) do not cover the {len(wanted)} non-test images "
-            "exactly once; the data changed since the folds were trained", run_dir)
-    pooled = ClassTable(ids, oof_tables[0].classes, np.concatenate([t.values for t in oof_tables]))
-    oof_probs = _aligned_to(wanted, classes, pooled)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        thresholds = tune_thresholds(part.labels, oof_probs, method=config.evaluation.threshold,
-                                     target_sensitivity=config.evaluation.target_sensitivity)
-        oof_result = compute_metrics(part.labels, oof_probs, classes, thresholds=thresholds)
-    write_predictions(run_dir / "predictions_oof.csv", wanted, classes, oof_probs)
-    oof_metrics = {"split": "out-of-fold", "n_images": len(part), **oof_result.to_dict(groups)}
-    write_json(run_dir / "metrics_oof.json", oof_metrics)
+        if not files.fold_done(k).is_file():
+            raise InputError(f"fold {k} is not finished; run `cxrlt kfold --resume {files.path}`", files.fold(k).path)
+        summaries.append(read_json(files.fold_done(k)))
+    config, table, pool = _pool_table(files.path)
+    classes, part = list(table.classes), table.subset(pool)
+    oof_probs = _out_of_fold(files, folds, part)
+    score = _scorer(config, part, oof_probs, progress)
+    ids = np.asarray(part.image_ids, dtype=object)
+    write_predictions(files.oof_predictions, ids, classes, oof_probs)
+    write_labels(files.oof_labels, ids, classes, part.labels)
+    oof_metrics = score(part, oof_probs, "out-of-fold").metrics
+    write_json(files.oof_metrics, oof_metrics)
 
     test_metrics = None
-    test_files = [fold_dir(run_dir, k) / "predictions.csv" for k in range(folds)]
+    test_files = [files.fold(k).predictions("test", "test") for k in range(folds)]
     if all(f.is_file() for f in test_files):
         test = table.split("test")
         test_ids = np.asarray(test.image_ids, dtype=object)
         stacked = [_aligned_to(test_ids, classes, read_predictions(f)) for f in test_files]
         probs = merge_probabilities(np.stack(stacked), merge, axis=0)
-        write_predictions(run_dir / "predictions.csv", test_ids, classes, probs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)
-            test_result = compute_metrics(test.labels, probs, classes, thresholds=thresholds)
-        test_metrics = {"split": "test", "n_images": len(test), "folds": folds, "merge": merge,
-                        **test_result.to_dict(groups)}
-        write_json(run_dir / "metrics.json", test_metrics)
+        write_predictions(files.predictions, test_ids, classes, probs)
+        write_labels(files.labels, test_ids, classes, test.labels)
+        test_metrics = score(test, probs, "test", folds=folds, merge=merge).metrics
+        write_json(files.metrics, test_metrics)
     else:
         warnings.warn("the test split is empty: only out-of-fold predictions were written")
-    write_json(run_dir / STATE, {"folds": folds, "merge": merge, "complete": True,
-                                 "oof": oof_metrics["mean"], "test": test_metrics["mean"] if test_metrics else None})
-    return KFoldResult(run_dir, summaries, oof_metrics, test_metrics,
+    write_json(files.state, {"folds": folds, "merge": merge, "complete": True,
+                             "oof": oof_metrics["mean"], "test": test_metrics["mean"] if test_metrics else None})
+    return KFoldResult(files.path, summaries, oof_metrics, test_metrics,
                        _format(summaries, oof_metrics, test_metrics, merge))
+
+
+def _scorer(config: RunConfig, pool: Any, oof_probs: np.ndarray, progress: bool) -> Callable[..., Scores]:
+    """Scoring of a k-fold table: everything tuned on the out-of-fold predictions of the non-test `pool`."""
+    evaluation = config.evaluation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        thresholds = tune_thresholds(pool.labels, oof_probs, method=evaluation.threshold,
+                                     target_sensitivity=evaluation.target_sensitivity)
+    common = dict(
+        groups=LabelStats.from_table(pool).groups(**evaluation.groups.model_dump()), thresholds=thresholds,
+        tuning=Tuning(evaluation.threshold, "out-of-fold", evaluation.target_sensitivity),
+        temperature=fit_temperature(pool.labels, oof_probs) if evaluation.temperature else None,
+        bootstrap=BootstrapSettings(evaluation.bootstrap, seed=config.train.seed), progress=progress,
+    )
+
+    def score(part: Any, probs: np.ndarray, split: str, **extras: Any) -> Scores:
+        return score_predictions(part.labels, probs, part.classes, split=split, patients=patient_ids(part),
+                                 extras=extras, **common)
+
+    return score
+
+
+def _out_of_fold(files: KFoldFiles, folds: int, part: Any) -> np.ndarray:
+    """The folds' validation predictions as one table in the row order of `part` (each image by one fold)."""
+    tables = [read_predictions(files.fold(k).predictions("val", "test")) for k in range(folds)]
+    ids = np.concatenate([t.ids for t in tables])
+    wanted = np.asarray(part.image_ids, dtype=object)
+    if len(ids) != len(wanted) or set(ids) != set(wanted):
+        raise InputError(
+            f"the folds' validation predictions ({len(ids)} rows) do not cover the {len(wanted)} non-test images "
+            "exactly once; the data changed since the folds were trained", files.path)
+    pooled = ClassTable(ids, tables[0].classes, np.concatenate([t.values for t in tables]))
+    return _aligned_to(wanted, list(part.classes), pooled)
 
 
 def _aligned_to(ids: np.ndarray, classes: list[str], table: ClassTable) -> np.ndarray:

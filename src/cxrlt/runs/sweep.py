@@ -653,7 +653,6 @@ def outcomes(sweep: Sweep) -> list["RunOutcome"]:
 def patient_keys(config: RunConfig) -> dict[str, str] | None:
     """Image id -> patient of the data the runs were evaluated on (None, with a note, when they cannot be read)."""
     from cxrlt.data.sources import load_table
-    from cxrlt.data.splits import patient_groups
 
     try:
         table = load_table(config.data)
@@ -661,7 +660,7 @@ def patient_keys(config: RunConfig) -> dict[str, str] | None:
         print(f"note: the paired intervals resample images, not patients: the run's data cannot be read ({exc})",
               flush=True)
         return None
-    return dict(zip((str(i) for i in table.image_ids), patient_groups(table)))
+    return dict(zip((str(i) for i in table.image_ids), table.patient_groups()))
 
 
 def collect(sweep: Sweep, resamples: int = 1000) -> dict[str, Any]:

@@ -43,11 +43,12 @@ from cxrlt.ownership import is_writer, refuse_if_locked
 from cxrlt.runs.folder import RunFolder
 from cxrlt.training.checkpoints import AtomicCheckpointIO, load_checkpoint, model_state
 from cxrlt.training.data import RunData, StageDataModule, load_run_data
-from cxrlt.training.module import ClassifierModule, _mix_seed
+from cxrlt.seeds import mix_seed
+from cxrlt.training.module import ClassifierModule
 from cxrlt.training.stages import Stage, resolve_stages
 
 if TYPE_CHECKING:
-    from cxrlt.runs.finish import SplitResult
+    from cxrlt.evaluation.scoring import Scores
 
 log = logging.getLogger(__name__)
 # Settings `--resume` may change: where and how fast the run computes, and whether unreadable images
@@ -65,7 +66,7 @@ class RunResult:
     """
 
     run_dir: Path
-    metrics: "SplitResult | None"
+    metrics: "Scores | None"
 
 
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
@@ -144,7 +145,7 @@ def check_start(config: RunConfig, data: RunData, run: RunFolder) -> None:
                             world_size=1)
         build_pipeline(config.augment.train, stage.image_size)
     _mixer(config)
-    build_model(config.model, len(data.classes), stages[0].image_size, context=model_context(data),
+    build_model(config.model, len(data.classes), stages[0].image_size, context=data.model_context(),
                 pretrained=local_weights)
 
 
@@ -171,7 +172,7 @@ def _run(config: RunConfig, run: RunFolder, progress: bool, data: RunData | None
     except KeyboardInterrupt:
         raise Interrupted(
             f"stopped during the final evaluation; training is finished and saved. Run `cxrlt train --resume "
-            f"{run.path}` to evaluate again"
+            f"{run.path}` to evaluate again."
         ) from None
 
 
@@ -210,8 +211,8 @@ def _version(distribution: str) -> str | None:
 
 def stage_model(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None) -> CxrModel:
     """The model a stage starts from: fresh (first stage) or the previous stage's weights."""
-    torch.manual_seed(_mix_seed(config.train.seed, stage.index))
-    context = model_context(data)
+    torch.manual_seed(mix_seed(config.train.seed, stage.index))
+    context = data.model_context()
     if previous is None:
         return build_model(config.model, len(data.classes), stage.image_size, context=context)
     model = build_model(config.model, len(data.classes), stage.image_size, context=context, pretrained=False)
@@ -222,16 +223,11 @@ def stage_model(config: RunConfig, data: RunData, stage: Stage, previous: Stage 
     return model
 
 
-def model_context(data: RunData) -> dict[str, Any]:
-    """Data-derived inputs for heads (training statistics, class names)."""
-    return {"class_names": list(data.classes), "train_labels": data.part("train").labels}
-
-
 def run_stage(config: RunConfig, data: RunData, stage: Stage, previous: Stage | None, progress: bool,
               run_dir: Path) -> None:
     """Train one stage, resuming from its last end-of-epoch checkpoint when one exists."""
     train_cfg = config.train
-    L.seed_everything(_mix_seed(train_cfg.seed, stage.index) % (2**31), workers=True, verbose=False)
+    L.seed_everything(mix_seed(train_cfg.seed, stage.index) % (2**31), workers=True, verbose=False)
     model = stage_model(config, data, stage, previous)
     loss = stage.loss.build(class_counts=data.train_stats, class_names=list(data.classes))
     datamodule = StageDataModule(
@@ -380,11 +376,6 @@ def _mixer(config: RunConfig):
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    """The resolved configuration saved in a run folder."""
-    return load_config(RunFolder(run_dir).config)
 
 
 def _keep_earlier_log(files: StageFiles) -> None:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from cxrlt.config import RunConfig, SamplerSpec
 from cxrlt.data.dataset import ImageDataset, KeyedSampler, ShardSampler
-from cxrlt.data.sources import load_table
+from cxrlt.data.sources import load_table, source_positions
 from cxrlt.data.stats import LabelStats
 from cxrlt.data.store import open_store, screen_images
 from cxrlt.data.table import LabelTable
@@ -58,15 +58,14 @@ class RunData:
         """Label statistics of the training split (the losses' class counts)."""
         return LabelStats.from_table(self.part("train"))
 
-    @cached_property
+    @property
     def source_index(self) -> np.ndarray:
-        """Which of `data.sources` (position) each row of the table comes from."""
-        specs = self.config.data.sources
-        if len(specs) == 1:
-            return np.zeros(len(self.table), dtype=np.int64)
-        from cxrlt.data.source_sampling import source_index
+        """Which of `data.sources` (position) each row of the table comes from (recorded by `load_table`)."""
+        return source_positions(self.table)
 
-        return source_index(self.table.image_ids, [spec.build().image_ids for spec in specs])
+    def model_context(self) -> dict[str, Any]:
+        """Data-derived inputs for heads: class names and the training labels (label graphs, embeddings)."""
+        return {"class_names": list(self.classes), "train_labels": self.part("train").labels}
 
     def store(self, split: str, size: int) -> Any:
         """Pixels of one split at `size` (from the prepared cache when configured)."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from cxrlt.config import OptimizerSpec, ScheduleSpec
 from cxrlt.errors import TrainingDiverged
+from cxrlt.seeds import mix_seed
 from cxrlt.evaluation.metrics import monitor_metrics
 
 Mixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -57,7 +58,7 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
-        torch.manual_seed(_mix_seed(self.seed, self.current_epoch, self.global_rank))
+        torch.manual_seed(mix_seed(self.seed, self.current_epoch, self.global_rank))
         if self.freeze_backbone:
             # Frozen means frozen: BatchNorm statistics must not drift either.
             for module in self.model.feature_modules():
@@ -70,7 +71,7 @@ class ClassifierModule(L.LightningModule):
         images, targets, _ = batch
         if self.mixer is not None:
             generator = torch.Generator(device="cpu").manual_seed(
-                _mix_seed(self.seed, self.current_epoch, self.global_rank, batch_idx)
+                mix_seed(self.seed, self.current_epoch, self.global_rank, batch_idx)
             )
             images, targets = self.mixer(images, targets, generator)
         # The head decides what it trains on: logits, or every expert's logits plus a diversity term.
@@ -136,11 +137,6 @@ class ClassifierModule(L.LightningModule):
         factor = self.schedule_spec.build(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (stable across runs and processes)."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _all_gather_padded(module: L.LightningModule, probs, targets, rows):

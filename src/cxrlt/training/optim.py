@@ -12,10 +12,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from cxrlt.registry import Registry
-
-OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
-SCHEDULES: Registry[Callable[[int], float]] = Registry("schedule")
+from cxrlt.registry import OPTIMIZERS, SCHEDULES
 
 
 @OPTIMIZERS.register("adam", context=("params",))

@@ -1,7 +1,8 @@
 """Label-file readers (one per dataset format) and `load_table` for a run's data.
 
-A reader is a function registered in `SOURCES`; its annotated keyword
-parameters are the YAML schema of `data.sources` entries, e.g.
+A reader is a function registered in `cxrlt.registry.SOURCES` by its own
+module (this package imports them all); its annotated keyword parameters
+are the YAML schema of `data.sources` entries, e.g.
 `{name: nih, labels: Data_Entry_2017.csv, train_list: train_val_list.txt}`.
 Each returns a `LabelTable`. Malformed files raise `InputError` naming the
 file and the offending lines (the header is line 1).
@@ -11,16 +12,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cxrlt.registry import Registry
+from cxrlt.data.sources import chexpert, csv_table, mimic, nih, synthetic  # noqa: F401  (they register themselves)
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cxrlt.config import DataConfig
     from cxrlt.data.table import LabelTable
 
-SOURCES: Registry["LabelTable"] = Registry("data source")
-
-# Imported for their registration side effect; SOURCES must exist first.
-from cxrlt.data.sources import chexpert, csv_table, mimic, nih, synthetic  # noqa: E402,F401
+# Metadata column `load_table` adds: the position in `data.sources` of the source each row came from.
+SOURCE_INDEX = "source_index"
 
 
 def load_table(data: "DataConfig") -> "LabelTable":
@@ -31,8 +32,9 @@ def load_table(data: "DataConfig") -> "LabelTable":
     and returns every one it annotates; a class a source does not annotate
     becomes missing (NaN) or 0 as `data.unannotated` says. With several
     sources, image paths are made absolute (the tables have different
-    roots). Splits are assigned by `cxrlt.data.splits.assign_splits` per
-    `data.split`.
+    roots). Each row records the position of its source in `data.sources`
+    (meta column `SOURCE_INDEX`, read with `source_positions`). Splits are
+    assigned by `cxrlt.data.splits.assign_splits` per `data.split`.
     """
     import pandas as pd
 
@@ -53,7 +55,9 @@ def load_table(data: "DataConfig") -> "LabelTable":
                 f"data.sources.{i - 1} ({spec.name}) annotates none of the classes {', '.join(classes)}; "
                 f"its classes are {', '.join(table.classes)}"
             )
-        mapped.append(table.select_classes(classes, data.unannotated))
+        selected = table.select_classes(classes, data.unannotated)
+        selected.meta[SOURCE_INDEX] = i - 1
+        mapped.append(selected)
     if len(mapped) > 1:
         ids = pd.concat([t.meta["image_id"].astype(str) for t in mapped], keys=range(len(mapped)))
         repeated = ids[ids.duplicated(keep=False)]
@@ -66,3 +70,10 @@ def load_table(data: "DataConfig") -> "LabelTable":
             )
     table = mapped[0] if len(mapped) == 1 else LabelTable.concat(mapped)
     return assign_splits(table, data.split)
+
+
+def source_positions(table: "LabelTable") -> "np.ndarray":
+    """Position in `data.sources` of the source of each row of a table `load_table` made (int64)."""
+    if SOURCE_INDEX not in table.meta.columns:
+        raise ValueError("this table was not made by load_table: it does not record the source of its rows")
+    return table.meta[SOURCE_INDEX].to_numpy(dtype="int64")

@@ -10,7 +10,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.sources._reading import (
     SHOWN,
     CsvFile,
@@ -25,6 +24,7 @@ from cxrlt.data.sources._reading import (
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import ConfigError
 from cxrlt.labels import CHEXPERT14
+from cxrlt.registry import SOURCES
 
 # patient and study from ".../patient00001/study1/view1_frontal.jpg"
 _PATH_IDS = r"(?P<patient>patient\d+)/(?P<study>study\d+)/"

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.sources._reading import (
     SHOWN,
     CsvFile,
@@ -28,6 +27,7 @@ from cxrlt.data.sources._reading import (
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import InputError
 from cxrlt.labels import canonical_key
+from cxrlt.registry import SOURCES
 
 log = logging.getLogger(__name__)
 

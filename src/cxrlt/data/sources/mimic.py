@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.sources._reading import (
     SHOWN,
     CsvFile,
@@ -20,6 +19,7 @@ from cxrlt.data.sources.chexpert import Blank, Uncertain
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import InputError
 from cxrlt.labels import canonical_key
+from cxrlt.registry import SOURCES
 
 ID_COLUMNS = {"dicom": ("dicom_id",), "subject": ("subject_id",), "study": ("study_id",)}
 PATH_COLUMNS = ("path", "fpath", "file_path", "filepath")

@@ -9,7 +9,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.sources._reading import (
     SHOWN,
     CsvFile,
@@ -23,6 +22,7 @@ from cxrlt.data.sources._reading import (
 from cxrlt.data.table import LabelTable
 from cxrlt.errors import InputError
 from cxrlt.labels import NIH14, canonical_key
+from cxrlt.registry import SOURCES
 
 NO_FINDING = "No Finding"
 

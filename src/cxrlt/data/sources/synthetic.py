@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrlt.data.sources import SOURCES
 from cxrlt.data.sources.csv_table import csv_table
 from cxrlt.data.synthetic import generate_dataset
 from cxrlt.data.synthetic.label_model import DEFAULT_MIN_FREQUENCY
 from cxrlt.data.table import LabelTable
 from cxrlt.io import user_cache_dir
 from cxrlt.labels import NIH14
+from cxrlt.registry import SOURCES
 
 
 @SOURCES.register("synthetic")

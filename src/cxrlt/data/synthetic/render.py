@@ -810,7 +810,7 @@ def _paint_pneumonia(L: _Lungs, sign: _Sign) -> _Paint:
 
 def _paint_pneumothorax(L: _Lungs, sign: _Sign) -> _Paint:
     s, side = sign.strength, sign.side
-    a, g = L.anatomy, L.geometry
+    g = L.geometry
     width = 0.025 + 0.15 * s
     # the collapsed lung's edge: pulled in from the lateral wall, most at the apex
     taper = _F(1.0) - _F(0.7) * np.minimum(L.t * _F(0.45), 1.0)

@@ -1,8 +1,7 @@
-"""What every head shares: the `HEADS` registry, the `Head` base class and helpers.
+"""What every head shares: the `Head` base class, the context heads take, and helpers.
 
-A leaf: it knows no head. Each head module registers itself here and the
-`cxrlt.models.heads` package imports them all, so importing any head module
-first (or this one) works in a fresh interpreter.
+It knows no head. Each head module registers itself in `cxrlt.registry.HEADS`
+and the `cxrlt.models.heads` package imports them all.
 
 A head maps a feature map (B, C, H, W) to logits (B, K). It owns its pooling
 (so heads that do not pool, like the query decoder, fit the same interface)
@@ -21,9 +20,6 @@ import abc
 import torch
 from torch import nn
 
-from cxrlt.registry import Registry
-
-HEADS: Registry[nn.Module] = Registry("head")
 HEAD_CONTEXT = ("in_features", "num_classes", "pooling", "post_pool")
 
 

@@ -52,9 +52,10 @@ from cxrlt.losses.diversity import DiversityLoss
 from cxrlt.models.backbones import Backbone
 from cxrlt.models.embeddings import LabelEmbeddingSpec
 from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
-from cxrlt.models.heads.base import HEADS, CamUnsupported, Head, per_position
+from cxrlt.models.heads.base import CamUnsupported, Head, per_position
 from cxrlt.models.heads.gcn import check_gcn_params
 from cxrlt.models.label_graph import GCNClassifier, LabelGraph
+from cxrlt.registry import HEADS
 
 # The modules that make up the last stage of each supported timm family, in
 # the order `forward_features` applies them, after everything else.

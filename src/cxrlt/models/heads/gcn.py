@@ -23,8 +23,9 @@ from torch import nn
 from cxrlt.errors import ConfigError
 from cxrlt.models.embeddings import LabelEmbeddingSpec
 from cxrlt.models.graph import DEFAULT_P, DEFAULT_TAU
-from cxrlt.models.heads.base import HEADS, Head, per_position
+from cxrlt.models.heads.base import Head, per_position
 from cxrlt.models.label_graph import GCNClassifier, LabelGraph
+from cxrlt.registry import HEADS
 
 
 def check_gcn_params(tau: float, p: float, hidden: int | None) -> None:

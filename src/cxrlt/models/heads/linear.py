@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrlt.models.heads.base import HEAD_CONTEXT, HEADS, Head, per_position
+from cxrlt.models.heads.base import HEAD_CONTEXT, Head, per_position
+from cxrlt.registry import HEADS
 
 
 @HEADS.register("linear", context=HEAD_CONTEXT)

@@ -43,7 +43,8 @@ from torch import nn
 from cxrlt.errors import ConfigError
 from cxrlt.labels import canonical_key
 from cxrlt.models.embeddings import LabelEmbeddingSpec, LabelVectors, input_layer, label_vectors, new_name_vectors
-from cxrlt.models.heads.base import HEADS, Head
+from cxrlt.models.heads.base import Head
+from cxrlt.registry import HEADS
 
 
 @HEADS.register("query", context=("in_features", "num_classes", "class_names", "train_labels"))
