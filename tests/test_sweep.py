@@ -25,8 +25,8 @@ from cxrlt.evaluation.sweep import RunOutcome, results_table, summarise
 from cxrlt.io import write_json
 from cxrlt.layout import RunFiles, SweepFiles
 from cxrlt.runs.folder import SweepFolder
-from cxrlt.runs.sweep import (SweepSpec, Variant, grid_variants, named_variant, parse_seeds, plan_runs,
-                              split_values)
+from cxrlt.runs.sweep import (Sweep, SweepSpec, Variant, cpu_threads, grid_variants, named_variant, parse_seeds,
+                              plan_runs, split_values, visible_gpus)
 
 REPO = Path(__file__).resolve().parents[1]
 CRT = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 1}]"
@@ -194,6 +194,53 @@ def test_summary_numbers_equal_a_hand_computation(tmp_path):
     assert list(table["status"]) == ["finished"] * 4 + ["failed"]
     assert table.loc[2, "mean_auc"] == 0.80 and table.loc[2, "tail_ap"] == pytest.approx(0.30)
     assert table.columns[-1] == "error" and table.loc[4, "error"] == "exit code 2: no such backbone"
+
+
+# ---------------------------------------------------------------- devices
+# Stands in for `cxrlt`: notes the device and threads it was given and when it ran, then exits without a run.
+PROBE = ("import os, sys, time; start = time.time(); time.sleep(0.6); "
+         "print('probe', os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['OMP_NUM_THREADS'], start, time.time(), "
+         "sys.argv[-2])")
+
+
+def test_jobs_pin_each_run_to_its_own_gpu_and_an_even_share_of_threads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    base = tmp_path / "base.yaml"
+    data = tiny_base(tmp_path / "data")
+    data["data"]["sources"][0]["n_images"] = 60
+    base.write_text(yaml.safe_dump(data))
+    spec = SweepSpec.build([Variant("a", ()), Variant("b", ("loss.name=focal",))], (0, 1), None)
+    sweep = Sweep.open(tmp_path / "sw", base, spec)
+    sweep.save()
+    sweep.train(jobs=2, progress=False, executable=[sys.executable, "-c", PROBE])
+    assert "2 at a time on GPUs 3,5, 2 CPU thread(s) each" in capsys.readouterr().out
+
+    seen = []
+    for run in sweep.runs:
+        probe = next(line for line in sweep.folder.log(run.variant, run.seed).read_text().splitlines()
+                     if line.startswith("probe"))
+        _, gpu, threads, start, end, out = probe.split()
+        assert threads == "2" and out == str(run.files.path)  # 4 threads over 2 jobs; the run's own folder
+        seen.append((gpu, float(start), float(end)))
+        # the probe wrote no run: recorded as failed, with the probe's last line as the error
+        assert sweep.records[run.key]["status"] == "failed" and "probe" in sweep.records[run.key]["error"]
+    assert {gpu for gpu, _, _ in seen} == {"3", "5"}
+    overlapping = [(x, y) for i, x in enumerate(seen) for y in seen[i + 1:] if x[1] < y[2] and y[1] < x[2]]
+    assert overlapping and all(x[0] != y[0] for x, y in overlapping)  # runs at once never share a GPU
+
+
+@pytest.mark.parametrize("given, jobs, threads", [("4", 2, 2), ("4", 3, 1), ("4", 8, 1), ("16", 3, 5)])
+def test_cpu_threads_are_split_evenly_over_the_jobs(monkeypatch, given, jobs, threads):
+    monkeypatch.setenv("OMP_NUM_THREADS", given)
+    assert cpu_threads(jobs) == threads
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 2, 7 ,")
+    assert visible_gpus() == ["2", "7"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
 
 
 # ------------------------------------------------------------- end to end
