@@ -21,7 +21,7 @@ from cxrlt.errors import ConfigError
 from cxrlt.evaluation.bootstrap import paired_bootstrap
 from cxrlt.evaluation.metrics import tune_thresholds
 from cxrlt.evaluation.predictions import write_labels, write_predictions
-from cxrlt.evaluation.sweep import RunOutcome, results_table, summarise
+from cxrlt.evaluation.sweep import RunOutcome, format_summary, results_table, summarise
 from cxrlt.io import write_json
 from cxrlt.layout import RunFiles, SweepFiles
 from cxrlt.runs.folder import SweepFolder
@@ -159,6 +159,10 @@ def test_summary_numbers_equal_a_hand_computation(tmp_path):
     assert summary["variants"]["bce"]["scores"]["head_f1_tuned"]["values"] == pytest.approx([0.80 / 3, 0.84 / 3])
     assert summary["variants"]["bce"]["seconds"]["mean"] == pytest.approx(15.0)
     assert summary["variants"]["bce"]["cpu_seconds"]["mean"] == pytest.approx(4.5)
+    text = format_summary(summary)
+    assert "| bce | 2 | 0.720 ± 0.028 | " in text and text.count(f" | {15 / 60:.1f} | {4.5 / 60:.1f} |") == 2
+    # the failed run's 3 s are not a finished run's
+    assert f"The 4 finished runs took {60 / 3600:.2f} h of wall time and {18 / 3600:.2f} h of CPU time" in text
     assert summary["positives"]["groups"]["tail"] == {"classes": ["Hernia"], "min": int(labels[:, 2].sum()),
                                                      "max": int(labels[:, 2].sum()), "total": int(labels[:, 2].sum())}
 

@@ -211,6 +211,24 @@ def _cell(stats: dict[str, Any] | None) -> str:
     return f"{stats['mean']:.3f}" if stats["sd"] is None else f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
 
 
+def _minutes(stats: dict[str, Any]) -> str:
+    return "n/a" if stats["mean"] is None else f"{stats['mean'] / 60:.1f}"
+
+
+def _time_total(summary: dict[str, Any]) -> str:
+    """The time the finished runs took, summed over runs (runs side by side overlap in wall time)."""
+    runs = sum(len(entry["finished"]) for entry in summary["variants"].values())
+    parts = []
+    for key, name in (("seconds", "wall"), ("cpu_seconds", "CPU")):
+        stats = [entry[key] for entry in summary["variants"].values() if entry[key]["n"]]
+        known = sum(s["n"] for s in stats)
+        if known:
+            hours = sum(s["mean"] * s["n"] for s in stats) / 3600
+            parts.append(f"{hours:.2f} h of {name} time" + (f" ({known} of them recorded it)" if known < runs else ""))
+    return f"The {runs} finished runs took " + (" and ".join(parts) if parts else "no recorded time") + \
+        ", summed over the runs."
+
+
 def _difference(entry: dict[str, Any] | None) -> str:
     if not entry or entry["difference"] is None:
         return "n/a"
@@ -235,11 +253,15 @@ def format_summary(summary: dict[str, Any], title: str = "Sweep summary") -> str
         counts = "; ".join(f"{g} {e['min']}-{e['max']} ({len(e['classes'])} classes)" for g, e in groups.items())
         lines += [f"Evaluated on the {summary['split']} split, {summary['n_images']} images; positives per class: "
                   f"{counts}. Baseline: {summary['baseline']}.", ""]
-    lines += ["Mean ± sample sd over seeds (F1 at the thresholds each run tuned on validation):", "",
-              "| variant | seeds | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(heads)]
+    lines += ["Mean ± sample sd over seeds (F1 at the thresholds each run tuned on validation; minutes of wall "
+              "and CPU time per finished run, all attempts):", "",
+              "| variant | seeds | " + " | ".join(heads) + " | wall min | CPU min |",
+              "|---|---:|" + "---:|" * (len(heads) + 2)]
     for name, entry in summary["variants"].items():
         cells = [_cell(entry["scores"].get(f"{scope}_{key}")) for scope in scopes for key, _ in SHOWN]
+        cells += [_minutes(entry[key]) for key in ("seconds", "cpu_seconds")]
         lines.append(f"| {name} | {len(entry['finished'])} | " + " | ".join(cells) + " |")
+    lines += ["", _time_total(summary)]
     interval = summary["interval"]
     lines += ["", f"Difference to {summary['baseline']}, seed-averaged probabilities, {interval['level']:.0%} paired "
               f"bootstrap interval ({interval['resamples']} resamples of {interval['unit']}s):", "",
