@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1)")
     parser.add_argument("--print-commands", action="store_true",
                         help="print one `cxrlt train` command per pending run instead of running them")
-    parser.add_argument("--collect", action="store_true", help="train nothing: summarise the finished runs")
+    parser.add_argument("--collect", action="store_true", help="train nothing: summarise the finished runs (the others are "
+                        "listed as pending, running, interrupted or failed)")
     parser.add_argument("--resamples", type=int, default=1000, metavar="N",
                         help="paired bootstrap resamples (default: 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
