@@ -351,3 +351,22 @@ def test_a_folder_that_is_not_a_sweep_is_refused_before_anything_runs(tmp_path, 
     assert "holds no sweep" in capsys.readouterr().err
     assert main(["sweep", str(base), "--variant", "a:loss.name=no_such_loss", "--out", str(tmp_path / "new")]) == 2
     assert "variant a" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_the_usage_guide_example_is_a_valid_config_and_its_summary_is_its_runs():
+    import re
+
+    from cxrlt.config import parse_config
+
+    usage = (REPO / "docs" / "usage.md").read_text()
+    example = usage[usage.index("## Comparing methods: `cxrlt sweep`"):usage.index("## The run folder")]
+    parse_config(yaml.safe_load(re.search(r"```yaml\n(.*?)```", example, re.S).group(1)))
+    output = re.search(r"```text\n(.*?)```", example, re.S).group(1)
+    runs = re.findall(r"\] (\w+)/seed\d: finished after \d+ s; auc ([\d.]+)", output)
+    assert len(runs) == 4 and "Difference to bce" in output
+    for variant in {name for name, _ in runs}:
+        aucs = [float(auc) for name, auc in runs if name == variant]
+        row = re.search(rf"^\| {variant} \| {len(aucs)} \| ([\d.]+) ± ([\d.]+) \|", output, re.M)
+        # the printed per-run AUCs have 4 decimals, the table 3
+        assert float(row.group(1)) == pytest.approx(np.mean(aucs), abs=6e-4)
+        assert float(row.group(2)) == pytest.approx(np.std(aucs, ddof=1), abs=6e-4)
