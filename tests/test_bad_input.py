@@ -273,6 +273,17 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path):
     assert not (tmp_path / "out.json").exists()
 
 
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # `cxrlt methods | head -1`: the pipe closes before cxrlt has written its table
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "cxrlt", "methods"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141, stderr
+    assert stderr == ""
+
+
 
 # ======================================================================================================
 # Hostile or odd input that used to hang, dump megabytes, trace back or be silently misread. Every test

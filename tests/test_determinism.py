@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_training import tiny_config
+from tiny_runs import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import yaml
 from cxrlt.cli import main
 from cxrlt.models.build import CxrModel
 from cxrlt.training.checkpoints import load_checkpoint
-from test_training import tiny_config
+from tiny_runs import tiny_config
 
 BATCHES = 3  # optimizer steps per epoch (limit_train_batches)
 

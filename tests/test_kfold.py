@@ -18,7 +18,7 @@ from cxrlt.runs.kfold import fold_config, kfold, oof_labels
 from cxrlt.errors import ConfigError, Interrupted
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, compute_metrics
 from cxrlt.evaluation.predictions import read_predictions
-from tests.test_training import tiny_config
+from tiny_runs import tiny_config
 
 
 @pytest.fixture(scope="module")

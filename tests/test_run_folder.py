@@ -20,22 +20,9 @@ from cxrlt.errors import ConfigError, DiskFull, InputError, Interrupted
 from cxrlt.ownership import FolderLock
 from cxrlt.runs.folder import RunFolder
 from cxrlt.runs.train import resume, train
+from tiny_runs import tiny
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny(data_dir: Path, **train_settings) -> dict:
-    """300 synthetic films at 32 px, resnet10t, 2 short epochs: seconds on a CPU."""
-    return {
-        "name": "tiny",
-        "data": {"sources": [{"name": "synthetic", "out": str(data_dir), "n_images": 300, "image_size": 32, "seed": 3}],
-                 "split": {"method": "random", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0},
-                 "images": {"size": 32}},
-        "model": {"backbone": "resnet10t"},
-        "train": {"epochs": 2, "batch_size": 32, "num_workers": 0, "monitor": "auc",
-                  "optimizer": {"name": "adamw", "lr": 0.003}, **train_settings},
-        "evaluation": {"bootstrap": 0, "report": False},
-    }
 
 
 @pytest.fixture(scope="module")

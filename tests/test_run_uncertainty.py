@@ -13,7 +13,7 @@ from cxrlt.evaluation.calibration import expected_calibration_error, fit_tempera
 from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.training.data import load_run_data
 from cxrlt.runs.train import train
-from test_training import tiny_config
+from tiny_runs import tiny_config
 
 
 @pytest.mark.slow

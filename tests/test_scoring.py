@@ -22,7 +22,7 @@ from cxrlt.evaluation.predictions import read_label_csv, read_predictions, write
 from cxrlt.evaluation.scoring import SECTIONS, BootstrapSettings, Tuning, score_predictions
 from cxrlt.layout import EnsembleFiles, KFoldFiles
 from cxrlt.runs.kfold import kfold
-from tests.test_run_folder import tiny
+from tiny_runs import tiny
 
 NAN = np.nan
 # 10 images x 3 classes: A has ties across the labels, B two missing labels, C no positive (undefined)

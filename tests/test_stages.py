@@ -21,7 +21,7 @@ from cxrlt.training.checkpoints import load_checkpoint, model_state
 from cxrlt.runs.train import train
 from cxrlt.training.stages import resolve_stages
 from cxrlt.training.tau import mean_f1_at_half, tune_tau
-from tests.test_training import tiny_config
+from tiny_runs import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from cxrlt.cli import build_parser, main
 
-from test_sources_nih import ROWS, SPEC_TOTALS, write_nih
+from nih_files import ROWS, SPEC_TOTALS, write_nih
 
 
 @pytest.fixture

@@ -19,25 +19,9 @@ from cxrlt.config import parse_config
 from cxrlt.errors import ConfigError
 from cxrlt.inference.saved_model import load_model
 from cxrlt.runs.train import resume, train
+from tiny_runs import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(data_dir: Path, **train_overrides) -> dict:
-    """A run small enough for CI: 1,000 synthetic films at 48 px, resnet10t."""
-    return {
-        "name": "tiny",
-        "data": {
-            "sources": [{"name": "synthetic", "out": str(data_dir), "n_images": 1000, "image_size": 48, "seed": 3}],
-            "split": {"method": "random", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0},
-            "images": {"size": 48},
-        },
-        "model": {"backbone": "resnet10t"},
-        "train": {"epochs": 3, "batch_size": 32, "num_workers": 0, "monitor": "auc",
-                  "optimizer": {"name": "adamw", "lr": 0.003}, "schedule": {"name": "cosine"},
-                  **train_overrides},
-        "evaluation": {"bootstrap": 0},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from bad_inputs import png_bytes, write_config, write_good_images, write_labels
 from cxrlt.cli import main
 from cxrlt.errors import InputError
 from cxrlt.training.checkpoints import load_checkpoint
-from test_training import tiny_config
+from tiny_runs import tiny_config
 
 
 class Exploit:

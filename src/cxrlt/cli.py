@@ -123,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cxrlt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cxrlt methods | head`): stop quietly as Unix tools do. Pointing stdout at
+        # /dev/null keeps the interpreter's final flush from raising the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # killed by SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":  # pragma: no cover
