@@ -370,3 +370,30 @@ def test_the_usage_guide_example_is_a_valid_config_and_its_summary_is_its_runs()
         # the printed per-run AUCs have 4 decimals, the table 3
         assert float(row.group(1)) == pytest.approx(np.mean(aucs), abs=6e-4)
         assert float(row.group(2)) == pytest.approx(np.std(aucs, ddof=1), abs=6e-4)
+
+
+def test_collect_summarises_a_sweep_another_process_is_running_without_touching_its_state(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import cxrlt.runs.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "patient_keys", lambda config: None)  # the fake runs' ids are not the data's
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny_base(tmp_path / "data")))
+    sweep = Sweep.open(tmp_path / "sw", base, SweepSpec.build([Variant("bce", ()), Variant("focal", ())], (0, 1),
+                                                              None))
+    sweep.save()
+    rng = np.random.default_rng(1)
+    ids, val_ids = [f"i{k}" for k in range(30)], [f"v{k}" for k in range(20)]
+    labels, val_labels = (rng.random((30, 3)) < 0.4).astype(float), (rng.random((20, 3)) < 0.4).astype(float)
+    for variant, seed, auc in (("bce", 0, 0.6), ("bce", 1, 0.7), ("focal", 0, 0.9)):
+        fake_run(sweep.folder.run(variant, seed), rng, ids, labels, val_ids, val_labels,
+                 {"mean": auc, "head": auc, "medium": auc, "tail": auc})
+    state = sweep.folder.state.read_bytes()
+    with sweep.folder.claim().lock("sweep"):  # as a training `cxrlt sweep` holds it
+        assert main(["sweep", "--resume", str(sweep.folder.path), "--collect", "--resamples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "is running in another process; summarising the runs finished so far" in out
+    assert "| bce | 2 | 0.650 ± 0.071 |" in out and "- focal seed 1: pending" in out
+    assert [(r["variant"], r["seed"], r["status"]) for r in read_results(sweep.folder.results)] == [
+        ("bce", "0", "finished"), ("bce", "1", "finished"), ("focal", "0", "finished"), ("focal", "1", "pending")]
+    assert sweep.folder.state.read_bytes() == state

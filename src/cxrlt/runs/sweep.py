@@ -682,6 +682,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, progress: bool = True, train: bool = 
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     if resamples < 1:
         raise ConfigError(f"--resamples must be at least 1 (1000 is usual), got {resamples}")
+    if not train and sweep.folder.started and is_locked(sweep.folder.path):
+        # The sweep is training in another process, which owns sweep.json: summarise the runs finished so far
+        # without writing it (the summary files are written atomically, and that process rewrites them at its end).
+        print(f"note: the sweep in {sweep.folder.path} is running in another process; summarising the runs "
+              "finished so far", flush=True)
+        return collect(sweep, resamples)
     with sweep.folder.claim().lock("sweep"):
         sweep.save()
         if train:
