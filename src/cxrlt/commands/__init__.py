@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "report": "cxrlt.commands.report",
     "predict": "cxrlt.commands.predict",
     "ensemble": "cxrlt.commands.ensemble",
+    "submission": "cxrlt.commands.submission",
     "cam": "cxrlt.commands.cam",
     "localise": "cxrlt.commands.localise",
     "methods": "cxrlt.commands.methods",
