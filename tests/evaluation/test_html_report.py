@@ -506,7 +506,6 @@ def test_a_real_run_ends_with_a_report_that_chromium_renders(tmp_path, one_threa
     from cxrlt.config import parse_config
     from cxrlt.runs.train import train
 
-    sys.path.insert(0, str(REPO / "tests"))
     from tiny_runs import tiny_config
 
     config = parse_config(tiny_config(tmp_path / "synthetic", epochs=1))
