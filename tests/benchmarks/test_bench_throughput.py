@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_throughput.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_throughput.py"
 
 
 @pytest.fixture(scope="module")

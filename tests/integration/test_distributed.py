@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrlt.labels import NIH14
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENTRY = REPO / "tests" / "ddp_entry.py"
 N_TRAIN, N_VAL, N_TEST = 256, 61, 43
 BATCH = 32

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_memory.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc/<pid>/smaps")
 
 

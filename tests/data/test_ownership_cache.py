@@ -22,7 +22,7 @@ from cxrlt.data.cache import read_cache_info
 from cxrlt.data.images import load_image
 from cxrlt.ownership import is_locked, read_marker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

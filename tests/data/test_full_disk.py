@@ -23,7 +23,7 @@ from cxrlt.cli import main
 from cxrlt.data.cache import read_cache_info
 from cxrlt.data.images import load_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 128  # 40 images x 128 x 128 = 655 kB of pixels: most of the 1 MiB disk
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from tiny_runs import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

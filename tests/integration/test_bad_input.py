@@ -25,7 +25,7 @@ from cxrlt.data.store import CacheStore
 from cxrlt.errors import CxrltError
 from cxrlt.labels import CHEXPERT14
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

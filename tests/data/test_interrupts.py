@@ -1,6 +1,6 @@
 """A `cxrlt prepare` killed with SIGKILL resumes without decoding finished images again.
 
-(Training: tests/test_training.py::test_sigkill_mid_run_then_resume_gives_identical_weights.)
+(Training: tests/training/test_training.py::test_sigkill_mid_run_then_resume_gives_identical_weights.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cxrlt.cli import main
 from cxrlt.data.images import load_image
 from cxrlt.data.store import CacheStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 150
 
 # The killed process: checkpoints every 0.1 s instead of 5 s, ~20 ms per image, and a

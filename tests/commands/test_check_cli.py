@@ -106,7 +106,7 @@ def test_help_explains_exit_codes_and_skip_bad(capsys):
 def broken_synthetic(tmp_path_factory) -> dict:
     """A small synthetic data set with three unreadable images, and a tiny run config for it."""
     from cxrlt.data.synthetic import generate_dataset
-    from test_training import tiny_config
+    from tiny_runs import tiny_config
 
     root = tmp_path_factory.mktemp("broken")
     folder = generate_dataset(root / "synthetic", n_images=120, image_size=48, seed=3, progress=False)
@@ -199,7 +199,7 @@ def test_an_image_failing_in_a_dataloader_worker_is_named_without_a_traceback(tm
     from cxrlt.data.images import check_image
     from cxrlt.data.sources import load_table
     from cxrlt.data.synthetic import generate_dataset
-    from test_training import tiny_config
+    from tiny_runs import tiny_config
 
     folder = generate_dataset(tmp_path / "synthetic", n_images=120, image_size=48, seed=3, progress=False)
     raw = tiny_config(folder, epochs=1, limit_train_batches=8, limit_eval_batches=1, batch_size=16, num_workers=2)

@@ -22,7 +22,7 @@ from cxrlt.runs.folder import RunFolder
 from cxrlt.runs.train import resume, train
 from tiny_runs import tiny
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from cxrlt.inference.saved_model import load_model
 from cxrlt.runs.train import resume, train
 from tiny_runs import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import binomtest
-from test_cam import QuadrantBackbone, SquaredMeanHead, quadrant_model
+from quadrant_models import QuadrantBackbone, SquaredMeanHead, quadrant_model
 
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig

@@ -30,7 +30,7 @@ from PIL import Image
 from cxrlt.errors import InputError
 from cxrlt.evaluation.html import render_html_report, write_html_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
                  if (found := shutil.which(name))), None)
 needs_chromium = pytest.mark.skipif(
@@ -506,8 +506,7 @@ def test_a_real_run_ends_with_a_report_that_chromium_renders(tmp_path, one_threa
     from cxrlt.config import parse_config
     from cxrlt.runs.train import train
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_training import tiny_config
+    from tiny_runs import tiny_config
 
     config = parse_config(tiny_config(tmp_path / "synthetic", epochs=1))
     run = train(config, tmp_path / "run", progress=False).run_dir

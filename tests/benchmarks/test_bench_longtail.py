@@ -12,7 +12,7 @@ from cxrlt.config import load_yaml
 from cxrlt.runs.folder import SweepFolder
 from cxrlt.runs.sweep import SweepSpec, named_variant, plan_runs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "benchmark").glob("longtail-*.yaml"))
 
 

@@ -28,7 +28,7 @@ from cxrlt.runs.folder import SweepFolder
 from cxrlt.runs.sweep import (Sweep, SweepSpec, Variant, cpu_threads, grid_variants, named_variant, parse_seeds,
                               plan_runs, split_values, visible_gpus)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CRT = "stages=[{name: main}, {name: crt, freeze_backbone: true, epochs: 1}]"
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig
@@ -18,57 +17,13 @@ from cxrlt.errors import ConfigError, InputError
 from cxrlt.explain.cam import cam_maps, class_indices, compute_maps, grad_cam_maps, normalise, upsample
 from cxrlt.explain.overlay import blend, example_overlays, save_overlay
 from cxrlt.models.build import CxrModel, build_model
-from cxrlt.models.heads import CamUnsupported, Head, LinearHead
-from cxrlt.models.pooling import AvgPool
+from cxrlt.models.heads import CamUnsupported
 from cxrlt.inference.saved_model import export_model
 from cxrlt.models.card import ModelCard
 
+from quadrant_models import QUADRANTS, QuadrantBackbone, SquaredMeanHead, quadrant_model
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-QUADRANTS = [(slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(0, 4)),
-             (slice(4, 8), slice(4, 8))]  # top-left, top-right, bottom-left, bottom-right of an 8 x 8 grid
-
-
-class QuadrantBackbone(nn.Module):
-    """Feature map (B, 4, 8, 8): channel c = ReLU of the normalised brightness pooled to 8 x 8, inside quadrant c only.
-
-    With a classifier w = identity, class k sees nothing but quadrant k: its
-    logit is driven by that quadrant's brightness, its map is the quadrant's
-    brightness pattern and zero elsewhere.
-    """
-
-    num_features = 4
-
-    def __init__(self):
-        super().__init__()
-        masks = torch.zeros(4, 8, 8)
-        for c, (rows, cols) in enumerate(QUADRANTS):
-            masks[c, rows, cols] = 1.0
-        self.register_buffer("masks", masks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.relu(F.adaptive_avg_pool2d(x[:, :1], 8))
-        return pooled * self.masks[None]
-
-
-def quadrant_model(scale: float = 2.0, bias: float = -1.0) -> CxrModel:
-    head = LinearHead(4, 4, AvgPool())
-    with torch.no_grad():
-        head.fc.weight.copy_(scale * torch.eye(4))
-        head.fc.bias.fill_(bias)
-    return CxrModel(QuadrantBackbone(), head, in_chans=1).eval()
-
-
-class SquaredMeanHead(Head):
-    """logit_k = (spatial mean of channel k)^2: not linear, so no CAM; its Grad-CAM is known in closed form.
-
-    d logit_k / d A_k(i, j) = 2 m_k / (h w) at every position (m_k the mean),
-    so Grad-CAM_k = ReLU(2 m_k / (h w) * A_k).
-    """
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features.mean(dim=(2, 3)) ** 2
-
 
 BLOCKS = {0: (8, 16), 1: (16, 48), 2: (40, 8), 3: (48, 40)}  # class -> (top, left) of a bright 8 x 8 block
 
@@ -295,7 +250,7 @@ def _model_probs(model, path):
 
 
 def test_cam_command_writes_one_png_per_image_and_class(tmp_path, saved_model, capsys):
-    from test_images import write_dicom
+    from dicom_files import write_dicom
 
     run, model = saved_model
     scans = tmp_path / "scans"

@@ -49,7 +49,7 @@ def test_evaluate_end_to_end(files, tmp_path, capsys):
     report = json.loads(out.read_text())
     groups = class_groups(files["train_y"].sum(axis=0))
     expected = compute_metrics(files["y"], files["p"], CLASSES).to_dict(groups)
-    assert report.pop("calibration")["bins"] == 15  # checked in tests/test_calibration.py
+    assert report.pop("calibration")["bins"] == 15  # checked in tests/evaluation/test_calibration.py
     assert (report.pop("split"), report.pop("n_images")) == ("test", 120)  # a run's metrics.json schema
     assert report == json.loads(json.dumps(expected))
     # and against sklearn, not only against ourselves
