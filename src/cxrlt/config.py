@@ -319,6 +319,18 @@ class EvaluationConfig(Strict):
     split: Literal["val", "test"] = "test"
     report: bool = Field(True, description="plots, example CAMs, report.md and report.html at the end of a run "
                          "(false for sweeps that read only metrics.json and predictions.csv)")
+    # The names below are cxrlt.evaluation's (metadata.ATTRIBUTES, studies.AGGREGATIONS, protocols.PROTOCOLS);
+    # the config sits below evaluation, so a test keeps the two lists equal.
+    subgroups: list[Literal["sex", "age", "view", "source"]] = Field(
+        default_factory=list, description="score per subgroup of these attributes (sex, age band, view, source)")
+    age_bands: list[float] = Field(default_factory=lambda: [20.0, 40.0, 60.0, 80.0],
+                                   description="age band edges in years: 0-20, 20-40, ..., 80+")
+    min_subgroup: int = Field(20, ge=1, description="subgroups with fewer images are reported too small to score")
+    aggregate: Literal["image", "study"] = Field("image", description="study: merge a study's images and score "
+                                                 "studies (labels: the union of the images')")
+    study_merge: Literal["max", "mean", "logit_mean"] = "max"
+    protocol: Literal["cxr-lt-2023", "cxr-lt-2024-task1", "cxr-lt-2024-zero-shot"] | None = Field(
+        None, description="also score as this CXR-LT task (its ranking metric, mAUC, mF1 at 0.5)")
 
 
 def _plain_name(value: str) -> str:

@@ -55,3 +55,16 @@ def test_submission_columns_in_official_order(tmp_path):
     assert list(frame.columns) == ["dicom_id", "Bulla", "Cardiomyopathy", "Hilum", "Osteopenia", "Scoliosis"]
     assert list(frame["dicom_id"]) == ["d1", "d2"]
     np.testing.assert_allclose(frame.iloc[0, 1:].to_numpy(float), [0.1, 0.4, 0.2, 0.3, 0.5])
+
+
+def test_config_names_are_the_evaluation_names():
+    from typing import get_args
+
+    from cxrlt.config import EvaluationConfig
+    from cxrlt.evaluation.metadata import ATTRIBUTES
+    from cxrlt.evaluation.studies import AGGREGATIONS
+
+    fields = EvaluationConfig.model_fields
+    assert set(get_args(get_args(fields["protocol"].annotation)[0])) == set(PROTOCOLS)
+    assert set(get_args(fields["study_merge"].annotation)) == set(AGGREGATIONS)
+    assert set(get_args(get_args(fields["subgroups"].annotation)[0])) == set(ATTRIBUTES)

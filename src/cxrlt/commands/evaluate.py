@@ -11,6 +11,7 @@ from cxrlt.commands._groups import (
     add_evaluation_arguments,
     add_group_arguments,
     add_threshold_method_arguments,
+    evaluation_options,
     scoring_options,
 )
 from cxrlt.errors import ConfigError
@@ -118,8 +119,25 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_run_dir(args: argparse.Namespace) -> int:
     from cxrlt.runs.finish import evaluate_run
 
-    scores = evaluate_run(args.run_dir, args.split or "test", progress=not args.no_progress)
+    if args.metadata is not None or args.study_column is not None:
+        raise ConfigError("a run folder's metadata and study ids are its label files' (sex, age, view, source, "
+                          "study_id): --metadata and --study-column are for prediction tables")
+    evaluation = {}
+    options = evaluation_options(args)
+    if options["subgroups"] is not None:
+        settings = options["subgroups"]
+        evaluation.update(subgroups=list(settings.attributes), age_bands=list(settings.age_edges),
+                          min_subgroup=settings.min_images)
+    if options["aggregate"] is not None:
+        evaluation.update(aggregate="study", study_merge=options["aggregate"])
+    if options["protocol"] is not None:
+        evaluation["protocol"] = options["protocol"]
+    if args.bootstrap:
+        evaluation["bootstrap"] = args.bootstrap
+    scores = evaluate_run(args.run_dir, args.split or "test", progress=not args.no_progress, evaluation=evaluation)
     print(scores.table)
+    for line in scores.summary_lines():
+        print(line)
     for message in scores.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return 0

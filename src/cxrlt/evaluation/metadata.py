@@ -193,3 +193,22 @@ def _fmt(x: float) -> str:
 
 def _band_start(name: str) -> float:
     return float(name.rstrip("+").split("-")[0])
+
+
+def attributes_from_frame(frame: pd.DataFrame, attributes: Sequence[str],
+                          age_edges: Sequence[float] = DEFAULT_AGE_EDGES, where: str | None = None
+                          ) -> dict[str, Attribute]:
+    """Subgroups from a frame that already has the columns `sex`, `age`, `view`, `source` (a `LabelTable`'s meta).
+
+    A column that is blank for every image is an error: the attribute was
+    asked for but the label files did not record it.
+    """
+    out = {}
+    for attribute in attributes:
+        column = find_column(frame.columns, attribute)
+        if column is None or frame[column].isna().all():
+            raise InputError(f"subgroups by {attribute} were asked for, but the label files record no {attribute} "
+                             f"for these images (looked for {', '.join(map(repr, COLUMNS[attribute]))})", where)
+        out[attribute] = Attribute(attribute, column,
+                                   np.array(normalise_column(frame[column], attribute, where, age_edges), dtype=object))
+    return out

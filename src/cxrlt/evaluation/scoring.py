@@ -42,8 +42,9 @@ from cxrlt.evaluation.metadata import Attribute
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics
 
 # The sections a report can hold besides the caller's extras.
-SECTIONS = ("split", "n_images", "aggregate", "protocol", "per_class", "mean", "groups", "intervals", "calibration",
-            "thresholds", "subgroups", "subgroup_summary")
+SECTIONS = ("split", "n_images", "per_class", "mean", "groups", "intervals", "calibration", "thresholds")
+# Sections only some reports hold: study-level scoring, a named protocol, per-image metadata.
+OPTIONAL_SECTIONS = ("aggregate", "protocol", "subgroups", "subgroup_summary")
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def score_predictions(
     """
     if (thresholds is None) != (tuning is None):
         raise ValueError("per-class thresholds and how they were tuned go together")
-    clash = sorted(set(extras or {}) & set(SECTIONS))
+    clash = sorted(set(extras or {}) & set(SECTIONS + OPTIONAL_SECTIONS))
     if clash:
         raise ValueError(f"extra sections may not replace the report's own: {', '.join(clash)}")
     labels, probs, classes = np.asarray(labels, dtype=np.float64), np.asarray(probs), [str(c) for c in classes]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlt.errors import ConfigError, InputError
+from cxrlt.evaluation.metadata import Attribute
 
 AGGREGATIONS = ("max", "mean", "logit_mean")
 STUDY_COLUMNS = ("study_id", "StudyInstanceUID", "study")
@@ -69,7 +70,10 @@ def aggregate_studies(study_ids: Sequence[Any], probs: np.ndarray, labels: np.nd
     ids = pd.Series(list(study_ids), dtype=object)
     if len(ids) != len(probs):
         raise ValueError(f"{len(ids)} study ids for {len(probs)} images")
-    known = ~(ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
+    known = _known(ids)
+    if not known.any():
+        raise InputError(f"none of the {len(ids)} images has a study id: study-level scoring needs study ids "
+                         "(a study_id / StudyInstanceUID column, or DICOM files)")
     codes, uniques = pd.factorize(ids[known].astype(str).str.strip())
     n = len(uniques)
     kept = probs[known]
@@ -98,6 +102,11 @@ def aggregate_studies(study_ids: Sequence[Any], probs: np.ndarray, labels: np.nd
         first_patient = p[first]
     return Studies(np.asarray(uniques, dtype=object), merged, union, first_patient, method, len(probs),
                    int((~known).sum()))
+
+
+def _known(ids: pd.Series) -> np.ndarray:
+    """Images with a study id (not None, NaN or blank)."""
+    return ~(ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -136,3 +145,19 @@ def read_study_ids(path: str | Path, ids: Sequence[str], column: str | None = No
                          f"(matched by {id_name!r}), e.g. {', '.join(map(repr, missing[:3]))}", path)
     values = frame[name].astype(object).where(frame[name].notna(), None).to_numpy()[rows]
     return np.array([None if v is None or not str(v).strip() else str(v).strip() for v in values], dtype=object)
+
+
+def study_attributes(attributes: dict[str, Attribute], study_ids: np.ndarray) -> dict[str, Attribute]:
+    """Each attribute per study (the study's first image's value, studies in order of first appearance).
+
+    Sex, age and source belong to the patient and the visit, the same for
+    every image of a study; a view does not (a study holds a frontal and a
+    lateral), so view subgroups of studies are refused.
+    """
+    if "view" in attributes:
+        raise ConfigError("view subgroups cannot be scored per study: a study mixes views (frontal and lateral); "
+                          "drop view from the subgroups or score images")
+    ids = pd.Series(list(study_ids), dtype=object)
+    known = _known(ids)
+    _, first = np.unique(pd.factorize(ids[known].astype(str).str.strip())[0], return_index=True)
+    return {name: Attribute(a.name, a.column, a.values[known][first]) for name, a in attributes.items()}

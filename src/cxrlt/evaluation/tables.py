@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from cxrlt.errors import ConfigError, InputError
 from cxrlt.data.stats import class_groups
@@ -174,7 +173,7 @@ def score_table(predictions: ClassTable, labels: ClassTable, options: TableScori
                                      options.subgroups.age_edges)
     y, p, aggregate = data.labels, data.probs, None
     if options.aggregate is not None:
-        from cxrlt.evaluation.studies import aggregate_studies, read_study_ids
+        from cxrlt.evaluation.studies import aggregate_studies, read_study_ids, study_attributes
 
         study_ids = read_study_ids(meta_path, data.ids, options.study_column, options.id_column)
         studies = aggregate_studies(study_ids, p, y, options.aggregate, patients)
@@ -190,23 +189,6 @@ def score_table(predictions: ClassTable, labels: ClassTable, options: TableScori
                                subgroup_min_images=options.subgroups.min_images if options.subgroups else 20,
                                aggregate=aggregate, protocol=protocol)
     return TableScores(scores, notes, [str(w.message) for w in caught] + scores.warnings)
-
-
-def study_attributes(attributes: dict[str, Any], study_ids: np.ndarray) -> dict[str, Any]:
-    """Each attribute per study (the study's first image's value, studies in order of first appearance).
-
-    Sex, age and source belong to the patient and the visit, the same for
-    every image of a study; a view does not (a study holds a frontal and a
-    lateral), so view subgroups of studies are refused.
-    """
-    from cxrlt.evaluation.metadata import Attribute
-
-    if "view" in attributes:
-        raise ConfigError("view subgroups cannot be scored per study: a study mixes views (frontal and lateral); "
-                          "drop view from the subgroups or score images")
-    known = np.array([s is not None for s in study_ids])
-    _, first = np.unique(pd.factorize(pd.Series(study_ids[known]))[0], return_index=True)
-    return {name: Attribute(a.name, a.column, a.values[known][first]) for name, a in attributes.items()}
 
 
 def _tune(validation: Validation, classes: list[str], options: TableScoring, temperature: bool,
