@@ -118,3 +118,27 @@ def test_zero_shot_class_from_the_cli_equals_the_head(tmp_path):
         trained = torch.sigmoid(model(pixels))[0, 1]
     assert np.allclose(table.values[0], expected.numpy(), atol=1e-5)
     assert np.isclose(table.values[0, 0], trained.item(), atol=1e-5)  # a trained class scores as without zero-shot
+
+
+def test_per_study_table_from_dicom_study_uids(tmp_path, saved_model, capsys):
+    from dicom_files import write_dicom
+
+    from cxrlt.evaluation.studies import aggregate_studies
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, study in (("a1", "1.2.3"), ("a2", "1.2.3"), ("b1", "1.2.4")):
+        write_dicom(folder / f"{name}.dcm", rng.integers(0, 4096, (64, 64), dtype=np.uint16), BitsStored=12,
+                    StudyInstanceUID=study)
+    _write_png(folder / "c.png", 3)
+    out, studies = tmp_path / "p.csv", tmp_path / "s.csv"
+    assert main(["predict", str(saved_model[0]), str(folder), "--out", str(out), "--studies-out", str(studies),
+                 "--study-merge", "mean", "--no-progress"]) == 0
+    assert "1 image(s) without a study id left out" in capsys.readouterr().out
+    images = read_predictions(out)
+    by_study = read_predictions(studies, "study_id")
+    assert list(by_study.ids) == ["1.2.3", "1.2.4"]
+    order = [list(images.ids).index(i) for i in ("a1.dcm", "a2.dcm", "b1.dcm")]
+    expected = aggregate_studies(["s", "s", "t"], images.values[order], method="mean").probs
+    np.testing.assert_allclose(by_study.values, expected, rtol=1e-6)

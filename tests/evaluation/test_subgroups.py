@@ -108,3 +108,12 @@ def test_the_scoring_core_adds_the_sections_at_tuned_thresholds():
     assert report["subgroups"]["sex"]["female"]["classes"]["A"]["f1"] == pytest.approx(expected)
     assert any(line.startswith("subgroups by sex") for line in scores.summary_lines())
     assert pd.notna(report["subgroups"]["sex"]["female"]["intervals"]["map"][0])
+
+
+def test_plots_include_the_subgroup_figure(tmp_path):
+    y, p, sex = _data()
+    scores = score_predictions(y, p, CLASSES, split="test", subgroups={"sex": Attribute("sex", "sex", sex)},
+                               subgroup_min_images=50)
+    written = scores.write_plots(tmp_path)
+    assert (tmp_path / "subgroups.png") in written
+    assert (tmp_path / "subgroups.png").read_bytes().startswith(b"\x89PNG")

@@ -39,3 +39,12 @@ def test_evaluate_run_dir_with_subgroups_and_refused_study_scoring(run_dir):
     refused = run_cxrlt(["evaluate", run_dir, "--aggregate", "study", "--no-progress"])
     assert refused.code == 2 and "test split has a study id" in refused.err, refused.err
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["evaluation"]["subgroups"] == ["view", "source"]
+
+
+def test_html_report_has_a_subgroup_section_with_its_plot(run_dir):
+    from cxrlt.evaluation.html import render_html_report
+
+    page = render_html_report(run_dir)
+    section = page[page.index('<section id="subgroups">'):]
+    section = section[:section.index("</section>")]
+    assert "data:image/png;base64," in section and "<td>view</td>" in section

@@ -96,7 +96,7 @@ class Scores:
         return summary_lines(self.metrics)
 
     def write_plots(self, directory: str | Path) -> list[Path]:
-        """ROC, PR, per-class and reliability plots in `directory` (`cxrlt.layout.PLOT_FILES` names)."""
+        """ROC, PR, per-class, reliability (and subgroup) plots in `directory` (`cxrlt.layout.PLOT_FILES` names)."""
         from cxrlt.evaluation.calibration import write_reliability_plot
         from cxrlt.evaluation.plots import write_plots
         from cxrlt.layout import PLOT_FILES
@@ -105,6 +105,12 @@ class Scores:
         plots = write_plots(directory, self.labels, self.probs, self.result, self.groups, self.train_positives)
         plots.append(write_reliability_plot(directory / PLOT_FILES["reliability"], self.labels, self.probs,
                                             self.groups, temperature=self.metrics["calibration"]["temperature"]))
+        if "subgroups" in self.metrics:
+            from cxrlt.evaluation.plots import subgroup_figure
+            from cxrlt.io import save_figure
+
+            plots.append(save_figure(directory / PLOT_FILES["subgroups"],
+                                     subgroup_figure(self.metrics["subgroups"], self.metrics["mean"]["auc"])))
         return plots
 
 
