@@ -68,3 +68,15 @@ def test_config_names_are_the_evaluation_names():
     assert set(get_args(get_args(fields["protocol"].annotation)[0])) == set(PROTOCOLS)
     assert set(get_args(fields["study_merge"].annotation)) == set(AGGREGATIONS)
     assert set(get_args(get_args(fields["subgroups"].annotation)[0])) == set(ATTRIBUTES)
+
+
+def test_the_documented_label_spaces_are_the_protocols():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
+    for name, protocol in PROTOCOLS.items():
+        line = re.search(rf"^- \*\*{re.escape(name)}\*\* \((\d+)\): (.*)$", text, re.M)
+        assert line is not None, name
+        assert int(line.group(1)) == len(protocol.classes)
+        assert tuple(line.group(2).split(" · ")) == protocol.classes
