@@ -11,12 +11,12 @@ from cxrlt.evaluation.metadata import age_bands, parse_attributes, read_attribut
 def test_nih_spellings_and_normalised_values(tmp_path):
     path = tmp_path / "Data_Entry.csv"
     pd.DataFrame({"Image Index": ["a.png", "b.png", "c.png", "d.png"],
-                  "Patient Sex": ["M", "F", "female", ""],
+                  "Patient Gender": ["M", "F", "female", ""],
                   "Patient Age": [19, "058Y", 80, 40],
                   "View Position": ["PA", "AP", "LL", "Lateral"]}).to_csv(path, index=False)
     got = read_attributes(path, ["d.png", "a.png", "b.png", "c.png"], ["sex", "age", "view"])
     assert list(got["sex"].values) == [None, "male", "female", "female"]
-    assert got["sex"].excluded == 1 and got["sex"].column == "Patient Sex"
+    assert got["sex"].excluded == 1 and got["sex"].column == "Patient Gender"
     assert list(got["age"].values) == ["40-60", "0-20", "40-60", "80+"]
     assert list(got["view"].values) == ["lateral", "PA", "AP", "lateral"]
     assert got["age"].groups() == ["0-20", "40-60", "80+"]

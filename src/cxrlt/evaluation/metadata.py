@@ -6,7 +6,7 @@ by name, case-insensitively:
 
 | attribute | columns looked for | values |
 |---|---|---|
-| sex | `sex`, `Patient Sex`, `PatientSex` | F / Female / W -> `female`, M / Male -> `male` |
+| sex | `sex`, `Patient Sex`, `Patient Gender` (NIH's file), `PatientSex`, `Gender` | F / Female / W -> `female`, M / Male -> `male` |
 | age | `age`, `Patient Age`, `PatientAge` | years: numbers, or DICOM age strings (`058Y`, `006M`) |
 | view | `view`, `View Position`, `ViewPosition`, `AP/PA` | `PA`, `AP`, lateral (`LL`, `RL`, `LAT`, `Lateral`) -> `lateral` |
 | source | `source` | any text |
@@ -35,7 +35,7 @@ from cxrlt.errors import ConfigError, InputError
 ATTRIBUTES = ("sex", "age", "view", "source")
 DEFAULT_AGE_EDGES = (20.0, 40.0, 60.0, 80.0)
 COLUMNS = {
-    "sex": ("sex", "Patient Sex", "PatientSex"),
+    "sex": ("sex", "Patient Sex", "Patient Gender", "PatientSex", "Gender"),
     "age": ("age", "Patient Age", "PatientAge"),
     "view": ("view", "View Position", "ViewPosition", "AP/PA"),
     "source": ("source",),
