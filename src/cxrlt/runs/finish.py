@@ -22,6 +22,7 @@ from cxrlt.evaluation.metrics import UndefinedMetricWarning, tune_thresholds
 from cxrlt.evaluation.predictions import write_labels, write_predictions
 from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs, write_report
 from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
+from cxrlt.inference.model_readme import write_model_readme
 from cxrlt.inference.predict import predict_probabilities
 from cxrlt.inference.saved_model import export_model, load_model
 from cxrlt.io import write_json
@@ -79,6 +80,8 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     if config.evaluation.report:
         write_example_cams(model, card, data.part(headline.split), headline.probs, RunFiles(run_dir).cams)
         write_run_report(config, data, run_dir, headline)
+    # The model card for people and the hub, from the files just written (config, card, metrics).
+    write_model_readme(run_dir)
     return headline
 
 
