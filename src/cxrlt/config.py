@@ -186,7 +186,12 @@ class ModelConfig(Strict):
     backbone: str = "resnet18"
     pretrained: bool | Path = Field(
         False, description="false: random init; true: timm hub weights (random init with a warning if unreachable); "
-        "a path: local .safetensors or PyTorch state dict"
+        "a path: local .safetensors or PyTorch state dict (timm, torchvision or TorchXRayVision DenseNet-121 / "
+        "ResNet-50 weights)"
+    )
+    init_from: Path | None = Field(
+        None, description="a finished run folder or an export: start from its backbone and, for classes both label "
+        "spaces share (by canonical name), its classifier rows (pretrain on NIH / CheXpert, fine-tune on CXR-LT)"
     )
     in_chans: Literal[1, 3] = Field(1, description="1: grayscale input (first conv adapted); 3: replicated")
     pooling: PoolingSpec = Field(default_factory=lambda: PoolingSpec(name="avg"))

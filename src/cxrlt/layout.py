@@ -14,7 +14,7 @@ changes in one line. Layout of a run folder::
     RUN_DIR/predictions_SPLIT.csv, labels_SPLIT.csv, metrics_SPLIT.json
     RUN_DIR/plots/{roc,pr,per_class,reliability,training_curves}.png,
                   train_labels/, cams/
-    RUN_DIR/report.md, report.html
+    RUN_DIR/report.md, report.html, README.md      (README: the model card with hub metadata)
 
 of a k-fold folder::
 
@@ -26,6 +26,10 @@ and of a sweep folder::
 
     SWEEP_DIR/base.yaml, sweep.json, runs/VARIANT/seedN/ (a run folder), logs/VARIANT-seedN.log,
     SWEEP_DIR/results.csv, summary.md, summary.json, summary.png
+
+An export folder (`cxrlt export RUN --out DIR`)::
+
+    DIR/model.onnx or model.pt, model_export.json, model.safetensors, model.json, README.md
 
 Files written beside a chosen output: `cxrlt ensemble --out E.csv` writes
 E_selection.json and E_metrics.json; `cxrlt compare --out DIR` writes
@@ -80,6 +84,43 @@ class ModelFiles:
 
     def exist(self) -> bool:
         return self.weights.is_file() and self.card.is_file()
+
+
+# The human- and hub-readable model card (Markdown with hub metadata) of a run folder or an export.
+MODEL_README = "README.md"
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """What `cxrlt export RUN --out DIR` writes: a saved model (weights + model.json), a portable graph and
+    its sidecar, and the model card README."""
+
+    folder: Path
+
+    ONNX = "model.onnx"
+    TORCHSCRIPT = "model.pt"
+    SIDECAR = "model_export.json"
+    # --format -> the graph file it writes.
+    GRAPHS = {"onnx": ONNX, "torchscript": TORCHSCRIPT}
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+
+    def graph(self, fmt: str) -> Path:
+        return self.folder / self.GRAPHS[fmt]
+
+    @property
+    def sidecar(self) -> Path:
+        """Classes, input contract, normalisation, evaluation transforms, thresholds, positives, groups."""
+        return self.folder / self.SIDECAR
+
+    @property
+    def readme(self) -> Path:
+        return self.folder / MODEL_README
+
+    @property
+    def model(self) -> ModelFiles:
+        return ModelFiles(self.folder)
 
 
 @dataclass(frozen=True)
@@ -177,7 +218,8 @@ class RunFiles:
     # Top-level entries a run writes (an ownership marker lists them).
     ENTRIES = ("config.yaml", "environment.json", "stages", ModelFiles.WEIGHTS, ModelFiles.CARD, "predictions.csv",
                "labels.csv", "metrics.json", "predictions_val.csv", "labels_val.csv", "metrics_val.json",
-               "predictions_test.csv", "labels_test.csv", "metrics_test.json", "plots", "report.md", "report.html")
+               "predictions_test.csv", "labels_test.csv", "metrics_test.json", "plots", "report.md", "report.html",
+               MODEL_README)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -259,6 +301,11 @@ class RunFiles:
     @property
     def report_html(self) -> Path:
         return self.path / "report.html"
+
+    @property
+    def readme(self) -> Path:
+        """The model card for people and the hub (`README.md` with hub metadata)."""
+        return self.path / MODEL_README
 
 
 def _suffix(split: str, headline: str) -> str:

@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "compare": "cxrlt.commands.compare",
     "report": "cxrlt.commands.report",
     "predict": "cxrlt.commands.predict",
+    "export": "cxrlt.commands.export",
+    "push": "cxrlt.commands.push",
     "ensemble": "cxrlt.commands.ensemble",
     "submission": "cxrlt.commands.submission",
     "cam": "cxrlt.commands.cam",

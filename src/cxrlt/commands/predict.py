@@ -6,7 +6,10 @@ import argparse
 
 HELP = "predict findings for image files or folders (PNG, JPEG, DICOM) with a trained model"
 DESCRIPTION = """
-MODEL is a run folder (or its model.safetensors). Every image is decoded at
+MODEL is a run folder (or its model.safetensors), an exported model.onnx
+(run by onnxruntime; same columns) or a pushed model hf-hub:OWNER/NAME
+(fetched through the Hugging Face cache; HF_HUB_OFFLINE=1 uses the cached
+copy only). Every image is decoded at
 the run's stored size, passed through its evaluation transforms (config
 augment.eval, saved in model.json) and resized to the model input, exactly
 as the run's validation and test images were, and scored. The full
@@ -35,6 +38,7 @@ table and counted.
 """
 EXAMPLE = """
 cxrlt predict runs/demo scans/ patient7.dcm --out predictions.csv
+cxrlt predict exports/demo/model.onnx scans/ --out predictions_onnx.csv
 cxrlt predict runs/demo scans/ --tta hflip,multicrop --tta-merge geometric --out predictions_tta.csv
 cxrlt predict runs/query-decoder scans/ --classes "Pleural Effusion" Pneumomediastinum --out pm.csv
 cxrlt predict runs/demo dicoms/ --out images.csv --studies-out studies.csv --study-merge mean
@@ -43,7 +47,7 @@ cxrlt predict runs/demo dicoms/ --out images.csv --studies-out studies.csv --stu
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `cxrlt predict`."""
-    parser.add_argument("model", metavar="MODEL", help="run folder or model.safetensors")
+    parser.add_argument("model", metavar="MODEL", help="run folder, model.safetensors, model.onnx or hf-hub:OWNER/NAME")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     parser.add_argument("--threshold", type=float, help="one decision threshold for all classes "

@@ -149,7 +149,8 @@ def readable_images(paths: Sequence[str | Path], skip_bad: bool = False,
 class Predictor:
     """A saved model ready to score image files: its classes, decision thresholds and test-time augmentation.
 
-    `load` reads a run folder (or its weights file); `classes` picks and
+    `load` reads a run folder (or its weights file), an exported `model.onnx`
+    (run by onnxruntime) or a hub model `hf-hub:OWNER/NAME`; `classes` picks and
     orders columns (an untrained name is scored zero-shot by a query head),
     keeping each trained class's tuned threshold (0.5 for a zero-shot one);
     `tta` "none" switches off the augmentation the run was evaluated with.
@@ -165,10 +166,17 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, classes: Sequence[str] | None = None, tta: str | None = None,
              tta_merge: str | None = None, threshold: float | None = None) -> "Predictor":
+        from cxrlt.inference.hub import local_model
         from cxrlt.inference.saved_model import load_model
         from cxrlt.inference.tta import parse_tta
 
-        model, card = load_model(path)
+        path = local_model(path)
+        if path.suffix == ".onnx":
+            from cxrlt.inference.export import load_onnx
+
+            model, card = load_onnx(path)
+        else:
+            model, card = load_model(path)
         names, thresholds = list(card.classes), np.asarray(card.decision_thresholds())
         if classes:
             from cxrlt.labels import canonical_key

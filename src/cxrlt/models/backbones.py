@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -114,13 +115,66 @@ def _takes_img_size(name: str) -> bool:
 
 
 def _from_local_file(name: str, path: Path, kwargs: dict) -> nn.Module:
+    """timm model `name` with the weights of a local file: timm's own, torchvision's or TorchXRayVision's.
+
+    TorchXRayVision's DenseNet-121 and ResNet-50 use torchvision's layer
+    names, which timm's loaders map (their 1-channel first convolution
+    fits `in_chans: 1` as is); a state dict saved from a TorchXRayVision
+    ResNet module has a `model.` prefix, removed here, and its `op_threshs`
+    (calibration of its own classifier) is dropped with the classifier.
+    """
     if not path.is_file():
         raise ConfigError(f"model.pretrained: weights file {path} not found")
+    state = read_state_dict(path)
     try:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state), **kwargs)
     except Exception as exc:
+        random = timm.create_model(name, pretrained=False, **kwargs)
+        expected = set(random.state_dict())
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected - _classifier_keys(random, state))
+        if missing or unexpected:
+            raise ConfigError(
+                f"model.pretrained: {path} fits no {name!r} backbone: {len(missing)} of its keys are not in the "
+                f"file (e.g. {', '.join(missing[:4]) or '-'}) and {len(unexpected)} keys of the file fit nothing "
+                f"(e.g. {', '.join(unexpected[:4]) or '-'}). Expected timm, torchvision or TorchXRayVision "
+                f"weights of {name}."
+            ) from None
         raise ConfigError(
             f"model.pretrained: cannot load {path} into {name!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file or a PyTorch state dict, keys normalised (no code is ever unpickled)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"model.pretrained: cannot read {path} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Expected a .safetensors file or a PyTorch "
             "state dict of plain tensors (files that need code to unpickle are refused)."
         ) from None
+    for key in ("state_dict", "model"):  # training checkpoints nest the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model.pretrained: {path} is not a state dict (a mapping of names to tensors)")
+    state = {k: v for k, v in state.items() if k != "op_threshs"}
+    for prefix in ("module.", "model."):  # DataParallel; TorchXRayVision's ResNet wrapper
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _classifier_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> set[str]:
+    """Keys of the file that belong to a classifier (timm's pretrained config names it), dropped on load."""
+    names = model.pretrained_cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return {k for k in state if any(k.startswith(n + ".") for n in names)}

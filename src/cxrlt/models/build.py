@@ -75,10 +75,15 @@ def build_model(
 
     `context` carries data-derived inputs some heads need (label statistics,
     label embeddings, class names). `pretrained=False` overrides the config
-    (used when weights are loaded from a saved model right after).
+    (used when weights are loaded from a saved model right after) and skips
+    `init_from`; without it, `init_from` starts the model from another
+    saved model (`cxrlt.models.init_from`).
     """
+    starting_from = config.init_from if pretrained is None else None
     weights = config.pretrained if pretrained is None else pretrained
-    backbone = create_backbone(config.backbone, weights, config.in_chans, config.drop_path_rate, image_size)
+    # Weights from `init_from` replace the backbone's, so fetching pretrained ones first would be wasted.
+    backbone = create_backbone(config.backbone, False if starting_from else weights, config.in_chans,
+                               config.drop_path_rate, image_size)
     head_context = {
         "in_features": backbone.num_features,
         "num_classes": num_classes,
@@ -88,4 +93,9 @@ def build_model(
         **(context or {}),
     }
     head = config.head.build(**head_context)
-    return CxrModel(backbone, head, config.in_chans)
+    model = CxrModel(backbone, head, config.in_chans)
+    if starting_from:
+        from cxrlt.models.init_from import initialise_from
+
+        initialise_from(model, starting_from, (context or {}).get("class_names"))
+    return model

@@ -25,6 +25,7 @@ from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, r
 from cxrlt.evaluation.protocols import get_protocol
 from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
 from cxrlt.evaluation.studies import aggregate_studies, study_attributes
+from cxrlt.inference.model_readme import write_model_readme
 from cxrlt.inference.predict import predict_probabilities
 from cxrlt.inference.saved_model import export_model, load_model
 from cxrlt.io import write_json
@@ -82,6 +83,8 @@ def finish_run(config: RunConfig, data: RunData, run_dir: Path, last: Stage, pro
     if config.evaluation.report:
         write_example_cams(model, card, data.part(headline.split), headline.probs, RunFiles(run_dir).cams)
         write_run_report(config, data, run_dir, headline)
+    # The model card for people and the hub, from the files just written (config, card, metrics).
+    write_model_readme(run_dir)
     return headline
 
 

@@ -181,7 +181,8 @@ class ExpertsHead(Head):
             pooled = self.mha(pooled[:, None, :])[:, 0]
             rows = self.mha(rows[None])[0]
         if self.mha_mode == "joint":
-            tokens = torch.cat([pooled[:, None, :], rows[None].expand(len(pooled), -1, -1)], dim=1)
+            # `shape[0]`, not `len()`: a traced export keeps the batch size as a graph value, not a constant.
+            tokens = torch.cat([pooled[:, None, :], rows[None].expand(pooled.shape[0], -1, -1)], dim=1)
             out = self.mha(tokens)
             logits = torch.einsum("bc,bkc->bk", out[:, 0], out[:, 1:])
         else:

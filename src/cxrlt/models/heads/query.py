@@ -104,7 +104,8 @@ class QueryDecoderHead(Head):
         return self.project(features.flatten(2).transpose(1, 2))
 
     def _decode(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(queries[None].expand(len(memory), -1, -1), memory, tgt_mask=mask)
+        # `shape[0]`, not `len()`: a traced export keeps the batch size as a graph value, not a constant.
+        return self.decoder(queries[None].expand(memory.shape[0], -1, -1), memory, tgt_mask=mask)
 
     def _trained_logits(self, out: torch.Tensor) -> torch.Tensor:
         if self.separate:
