@@ -183,7 +183,9 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """Backbone (timm name), pooling and classification head."""
 
-    backbone: str = "resnet18"
+    backbone: str = Field("resnet18", description="a timm model name (CNNs, ConvNeXt, Swin, and the ViT family: ViT, "
+                          "DeiT, EVA, DINOv2... as patch-token maps), or transformers:<local folder> for a saved "
+                          "transformers image encoder (ViTModel, Dinov2Model, e.g. RAD-DINO)")
     pretrained: bool | Path = Field(
         False, description="false: random init; true: timm hub weights (random init with a warning if unreachable); "
         "a path: local .safetensors or PyTorch state dict"
