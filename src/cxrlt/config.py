@@ -154,6 +154,21 @@ class ImagesConfig(Strict):
         return self.store_size or self.size
 
 
+class PseudoLabelConfig(Strict):
+    """A teacher's probabilities for the classes a source does not annotate (`cxrlt pseudo-label`).
+
+    Fills the missing labels of training rows only, for the `sources`
+    (positions in `data.sources`) and `classes` named (default: all): the
+    probability itself (`soft`) or 1 at or above `threshold`, else 0 (`hard`).
+    """
+
+    table: Path = Field(description="CSV written by `cxrlt pseudo-label TEACHER_RUN CONFIG --out TABLE`")
+    mode: Literal["soft", "hard"] = "soft"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="hard mode: probability at or above which the label is 1")
+    sources: list[int] | None = Field(None, description="positions in data.sources to fill (default: every source)")
+    classes: list[str] | None = Field(None, description="classes to fill (default: every unannotated class)")
+
+
 class DataConfig(Strict):
     """Where labels and images come from, the label space and the split."""
 
@@ -167,6 +182,21 @@ class DataConfig(Strict):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    pseudo_labels: PseudoLabelConfig | None = Field(
+        None, description="fill unannotated classes of training rows with a teacher's probabilities")
+
+    @model_validator(mode="after")
+    def _pseudo_labels_fill_missing(self) -> "DataConfig":
+        if self.pseudo_labels is None:
+            return self
+        if self.unannotated != "missing":
+            raise ValueError("pseudo_labels fill the labels a source does not annotate, which `unannotated: zero` "
+                             "sets to 0; use `unannotated: missing` with pseudo_labels")
+        bad = [i for i in self.pseudo_labels.sources or [] if not 0 <= i < len(self.sources)]
+        if bad:
+            raise ValueError(f"pseudo_labels.sources {bad}: positions in data.sources run from 0 to "
+                             f"{len(self.sources) - 1}")
+        return self
 
     @model_validator(mode="after")
     def _weights_match(self) -> "DataConfig":
@@ -183,7 +213,9 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """Backbone (timm name), pooling and classification head."""
 
-    backbone: str = "resnet18"
+    backbone: str = Field("resnet18", description="a timm model name (CNNs, ConvNeXt, Swin, and the ViT family: ViT, "
+                          "DeiT, EVA, DINOv2... as patch-token maps), or transformers:<local folder> for a saved "
+                          "transformers image encoder (ViTModel, Dinov2Model, e.g. RAD-DINO)")
     pretrained: bool | Path = Field(
         False, description="false: random init; true: timm hub weights (random init with a warning if unreachable); "
         "a path: local .safetensors or PyTorch state dict (timm, torchvision or TorchXRayVision DenseNet-121 / "

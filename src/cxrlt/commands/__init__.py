@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "check": "cxrlt.commands.check",
     "stats": "cxrlt.commands.stats",
     "labels": "cxrlt.commands.labels",
+    "pseudo-label": "cxrlt.commands.pseudo_label",
     "train": "cxrlt.commands.train",
     "kfold": "cxrlt.commands.kfold",
     "sweep": "cxrlt.commands.sweep",
