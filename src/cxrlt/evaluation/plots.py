@@ -194,13 +194,16 @@ def subgroup_figure(subgroups: dict[str, Any], overall: float | None = None) -> 
     fig = Figure(figsize=(7, 1.2 + 0.32 * rows + 0.4 * len(attributes)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(len(attributes), 1, sharex=True,
                                       height_ratios=[max(1, len(subgroups[a])) for a in attributes]))
+    lows = [lo for groups in subgroups.values() for e in groups.values()
+            for lo in [((e.get("intervals") or {}).get("auc") or [e["auc"]])[0]] if lo is not None]
+    left = min([0.5] + [np.floor(lo * 20) / 20 for lo in lows])  # AUCs below chance stay in view
     for ax, attribute in zip(axes, attributes):
         groups = subgroups[attribute]
         names = list(groups)
         for y, name in enumerate(names):
             entry = groups[name]
             if entry["too_small"] or entry["auc"] is None:
-                ax.text(0.51, y, "too small to score" if entry["too_small"] else "n/a", va="center", fontsize=7)
+                ax.text(left + 0.01, y, "too small to score" if entry["too_small"] else "n/a", va="center", fontsize=7)
                 continue
             interval = (entry.get("intervals") or {}).get("auc")
             if interval:
@@ -212,7 +215,7 @@ def subgroup_figure(subgroups: dict[str, Any], overall: float | None = None) -> 
         ax.set_yticks(range(len(names)), [f"{n} (n={groups[n]['n_images']})" for n in names], fontsize=8)
         ax.set_ylim(len(names) - 0.5, -0.7)
         ax.set_ylabel(attribute, fontsize=9)
-        ax.set_xlim(0.5, 1.0)
+        ax.set_xlim(left, 1.0)
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("mean ROC AUC over classes" + (" (dashed: all images)" if overall is not None else "")
                         + "; bars: bootstrap interval", fontsize=9)
