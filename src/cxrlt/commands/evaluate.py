@@ -173,7 +173,8 @@ def _evaluate_prediction_file(args: argparse.Namespace) -> int:
 
     for message in scored.warnings:
         print(f"cxrlt evaluate: warning: {message}", file=sys.stderr)
-    print(f"{scores.metrics['n_images']} images, {len(scores.result.classes)} classes; " + "; ".join(scored.notes))
+    unit = "studies" if "aggregate" in scores.metrics else "images"
+    print(f"{scores.metrics['n_images']} {unit}, {len(scores.result.classes)} classes; " + "; ".join(scored.notes))
     print(scores.table)
     for line in scores.summary_lines():
         print(line)
