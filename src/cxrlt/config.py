@@ -369,6 +369,17 @@ class EvaluationConfig(Strict):
     protocol: Literal["cxr-lt-2023", "cxr-lt-2024-task1", "cxr-lt-2024-zero-shot"] | None = Field(
         None, description="also score as this CXR-LT task (its ranking metric, mAUC, mF1 at 0.5)")
 
+    @model_validator(mode="after")
+    def _subgroups_fit_the_unit(self) -> "EvaluationConfig":
+        if self.aggregate == "study" and "view" in self.subgroups:
+            raise ValueError("view subgroups cannot be scored per study (a study mixes frontal and lateral views): "
+                             "drop view from evaluation.subgroups or score images")
+        edges = self.age_bands
+        if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"evaluation.age_bands must be positive, strictly increasing years, e.g. "
+                             f"[20, 40, 60, 80]; got {edges}")
+        return self
+
 
 def _plain_name(value: str) -> str:
     from cxrlt.errors import InputError

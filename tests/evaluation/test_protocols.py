@@ -80,3 +80,15 @@ def test_the_documented_label_spaces_are_the_protocols():
         assert line is not None, name
         assert int(line.group(1)) == len(protocol.classes)
         assert tuple(line.group(2).split(" · ")) == protocol.classes
+
+
+def test_config_refuses_view_subgroups_of_studies_and_bad_age_bands():
+    from pydantic import ValidationError
+
+    from cxrlt.config import EvaluationConfig
+
+    assert EvaluationConfig(subgroups=["sex", "age"], aggregate="study").subgroups == ["sex", "age"]
+    with pytest.raises(ValidationError, match="a study mixes frontal and lateral"):
+        EvaluationConfig(subgroups=["view"], aggregate="study")
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        EvaluationConfig(age_bands=[40, 20])

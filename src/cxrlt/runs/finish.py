@@ -208,8 +208,15 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True, evaluation: d
     with RunFolder(run_dir).writing("evaluate"):
         config = RunFolder(run_dir).load_config()
         if evaluation:
-            config = config.model_copy(update={"evaluation": config.evaluation.model_validate(
-                {**config.evaluation.model_dump(), **evaluation})})
+            from pydantic import ValidationError
+
+            from cxrlt.errors import ConfigError
+
+            try:
+                settings = config.evaluation.model_validate({**config.evaluation.model_dump(), **evaluation})
+            except ValidationError as exc:
+                raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+            config = config.model_copy(update={"evaluation": settings})
         model, card = load_model(run_dir)
         data = load_run_data(config)
         return evaluate_split(model, card, config, data, run_dir, split, progress)
