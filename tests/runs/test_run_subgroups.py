@@ -8,6 +8,7 @@ import yaml
 from cli_contract import run_cxrlt
 from tiny_runs import tiny
 
+pytestmark = pytest.mark.slow  # one tiny training run shared by the module
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
