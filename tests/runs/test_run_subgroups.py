@@ -10,6 +10,7 @@ from tiny_runs import tiny
 
 pytestmark = pytest.mark.slow  # one tiny training run shared by the module
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from cxrlt.config import RunConfig
