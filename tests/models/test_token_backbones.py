@@ -162,3 +162,32 @@ def test_experts_head_refuses_a_token_backbone():
     with pytest.raises(ConfigError, match="experts head cannot split backbone 'vit_tiny_patch16_224'"):
         build_model(ModelConfig(backbone="vit_tiny_patch16_224", head="experts"), 3, image_size=32,
                     context={"class_names": ["a", "b", "c"], "train_labels": np.eye(3, dtype=np.float32)})
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "transformers"])
+def test_token_backbone_exports_to_onnx_and_torchscript(tmp_path, backbone, one_thread):
+    import onnxruntime
+
+    from cxrlt.inference.export import export
+    from cxrlt.inference.saved_model import export_model
+    from cxrlt.models.card import ModelCard
+
+    name = backbone
+    if backbone == "transformers":
+        save_tiny_encoder(tmp_path / "encoder", "dinov2")
+        name = f"transformers:{tmp_path / 'encoder'}"
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=name, pretrained=backbone == "transformers")
+    model = build_model(config, 3, 32).eval()
+    export_model(model, tmp_path / "run", ModelCard(model=config, classes=["a", "b", "c"], image_size=32))
+    images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)  # not the batch size traced with
+    with torch.no_grad():
+        expected = torch.sigmoid(model(images)).numpy()
+    export(tmp_path / "run", "onnx", tmp_path / "onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], {"image": images.float().numpy()})[0], expected,
+                               atol=1e-5)
+    export(tmp_path / "run", "torchscript", tmp_path / "ts")
+    with torch.inference_mode():
+        scripted = torch.jit.load(str(tmp_path / "ts" / "model.pt"))(images.float()).numpy()
+    np.testing.assert_allclose(scripted, expected, atol=1e-5)

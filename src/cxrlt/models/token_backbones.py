@@ -5,7 +5,7 @@ A ViT-family model (timm's ViT, DeiT, EVA, BEiT, DINOv2...; a `transformers`
 class / register / distillation tokens first, then one token per patch in
 row-major order. `TokenBackbone` drops the prefix tokens and reshapes the
 patch tokens to the map (B, D, h, w), so every head, pooling, stage, TTA
-view and class activation map works unchanged: CAM and Grad-CAM are then
+view, export and class activation map works unchanged: CAM and Grad-CAM are then
 maps over the patch grid. Which heads pool that map and which read it as a
 map: `linear` and `gcn` pool it (`model.pooling`; `avg` is the patch-token
 mean, the usual ViT alternative to the class token), `query` reads the
@@ -100,7 +100,8 @@ class TokenBackbone(nn.Module):
                 f"backbone {self.name!r} returned tokens of shape {tuple(tokens.shape)}; expected "
                 f"{self.num_prefix_tokens} prefix tokens and {grid[0]} x {grid[1]} patch tokens"
             )
-        return patches.transpose(1, 2).reshape(len(x), -1, *grid)
+        # unflatten, not reshape(len(x), ...): an exported graph keeps the batch dimension dynamic.
+        return patches.transpose(1, 2).unflatten(2, grid)
 
 
 def timm_token_backbone(model: nn.Module, name: str, in_chans: int) -> TokenBackbone:
