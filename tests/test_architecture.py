@@ -102,3 +102,24 @@ def test_every_package_has_a_layer_and_the_docs_name_them_all():
         package = _package(module)
         _layer(package)
         assert package == "cxrlt" or f"`{package}" in docs, f"docs/architecture.md does not mention {package}"
+
+
+TESTS = Path(__file__).resolve().parent
+# Test folders that mirror no package: whole-toolkit runs as users launch them, and the benchmark scripts.
+NOT_PACKAGES = {"integration", "benchmarks"}
+
+
+def test_test_folders_mirror_the_packages_and_no_test_module_imports_another():
+    test_files = sorted(TESTS.rglob("test_*.py"))
+    for folder in {path.parent.relative_to(TESTS) for path in test_files} - {Path(".")}:
+        if folder.parts[0] not in NOT_PACKAGES:
+            assert (SRC / "cxrlt" / folder / "__init__.py").exists(), f"tests/{folder} mirrors no package of src/cxrlt"
+    names = [path.name for path in test_files]
+    assert len(names) == len(set(names)), "two test files share a name (pytest imports them by file name)"
+    test_modules = {path.stem for path in test_files}
+    crossing = [f"{path.relative_to(TESTS)} imports {node.module if isinstance(node, ast.ImportFrom) else alias.name}"
+                for path in test_files for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names
+                if (node.module if isinstance(node, ast.ImportFrom) else alias.name) in test_modules]
+    assert not crossing, "shared test code belongs in a helper module of tests/:\n" + "\n".join(crossing)

@@ -33,7 +33,8 @@ MINIMAL = {
     ("transform", "center_crop"): {"size": 24},
     ("transform", "random_crop"): {"size": 24},
 }
-SHARED_LOSS_OPTIONS = {"label_smoothing": 0.0, "upweight_classes": (), "upweight_factor": 1.0, "upweight_worst_k": 0}
+SHARED_LOSS_OPTIONS = {"label_smoothing": 0.0, "upweight_classes": (), "upweight_factor": 1.0, "upweight_worst_k": 0,
+                       "drw_after": None, "drw_beta": 0.9999}
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Pleural Effusion", "Mass"]
 # 60 images x 4 classes, every class with positives and negatives, some images with none.

@@ -36,8 +36,8 @@ def test_a_registry_is_complete_whichever_module_is_imported_first():
     fresh = json.loads(out)
     assert fresh["light"]
     assert fresh["names"] == {name: registry.names() for name, registry in KINDS.items()}
-    assert fresh["names"]["loss"] == ["asl", "bce", "class_aware", "class_balanced", "effective_number_focal",
-                                      "focal", "weighted_bce"]
+    assert fresh["names"]["loss"] == ["asl", "bce", "class_aware", "class_balanced", "distribution_balanced",
+                                      "effective_number_focal", "focal", "ldam", "logit_adjusted", "weighted_bce"]
     assert fresh["names"]["source"] == ["chexpert", "csv", "mimic", "nih", "synthetic"]
 
 

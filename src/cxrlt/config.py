@@ -154,6 +154,21 @@ class ImagesConfig(Strict):
         return self.store_size or self.size
 
 
+class PseudoLabelConfig(Strict):
+    """A teacher's probabilities for the classes a source does not annotate (`cxrlt pseudo-label`).
+
+    Fills the missing labels of training rows only, for the `sources`
+    (positions in `data.sources`) and `classes` named (default: all): the
+    probability itself (`soft`) or 1 at or above `threshold`, else 0 (`hard`).
+    """
+
+    table: Path = Field(description="CSV written by `cxrlt pseudo-label TEACHER_RUN CONFIG --out TABLE`")
+    mode: Literal["soft", "hard"] = "soft"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="hard mode: probability at or above which the label is 1")
+    sources: list[int] | None = Field(None, description="positions in data.sources to fill (default: every source)")
+    classes: list[str] | None = Field(None, description="classes to fill (default: every unannotated class)")
+
+
 class DataConfig(Strict):
     """Where labels and images come from, the label space and the split."""
 
@@ -167,6 +182,21 @@ class DataConfig(Strict):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    pseudo_labels: PseudoLabelConfig | None = Field(
+        None, description="fill unannotated classes of training rows with a teacher's probabilities")
+
+    @model_validator(mode="after")
+    def _pseudo_labels_fill_missing(self) -> "DataConfig":
+        if self.pseudo_labels is None:
+            return self
+        if self.unannotated != "missing":
+            raise ValueError("pseudo_labels fill the labels a source does not annotate, which `unannotated: zero` "
+                             "sets to 0; use `unannotated: missing` with pseudo_labels")
+        bad = [i for i in self.pseudo_labels.sources or [] if not 0 <= i < len(self.sources)]
+        if bad:
+            raise ValueError(f"pseudo_labels.sources {bad}: positions in data.sources run from 0 to "
+                             f"{len(self.sources) - 1}")
+        return self
 
     @model_validator(mode="after")
     def _weights_match(self) -> "DataConfig":
@@ -183,7 +213,9 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """Backbone (timm name), pooling and classification head."""
 
-    backbone: str = "resnet18"
+    backbone: str = Field("resnet18", description="a timm model name (CNNs, ConvNeXt, Swin, and the ViT family: ViT, "
+                          "DeiT, EVA, DINOv2... as patch-token maps), or transformers:<local folder> for a saved "
+                          "transformers image encoder (ViTModel, Dinov2Model, e.g. RAD-DINO)")
     pretrained: bool | Path = Field(
         False, description="false: random init; true: timm hub weights (random init with a warning if unreachable); "
         "a path: local .safetensors or PyTorch state dict (timm, torchvision or TorchXRayVision DenseNet-121 / "
@@ -324,6 +356,18 @@ class EvaluationConfig(Strict):
     split: Literal["val", "test"] = "test"
     report: bool = Field(True, description="plots, example CAMs, report.md and report.html at the end of a run "
                          "(false for sweeps that read only metrics.json and predictions.csv)")
+    # The names below are cxrlt.evaluation's (metadata.ATTRIBUTES, studies.AGGREGATIONS, protocols.PROTOCOLS);
+    # the config sits below evaluation, so a test keeps the two lists equal.
+    subgroups: list[Literal["sex", "age", "view", "source"]] = Field(
+        default_factory=list, description="score per subgroup of these attributes (sex, age band, view, source)")
+    age_bands: list[float] = Field(default_factory=lambda: [20.0, 40.0, 60.0, 80.0],
+                                   description="age band edges in years: 0-20, 20-40, ..., 80+")
+    min_subgroup: int = Field(20, ge=1, description="subgroups with fewer images are reported too small to score")
+    aggregate: Literal["image", "study"] = Field("image", description="study: merge a study's images and score "
+                                                 "studies (labels: the union of the images')")
+    study_merge: Literal["max", "mean", "logit_mean"] = "max"
+    protocol: Literal["cxr-lt-2023", "cxr-lt-2024-task1", "cxr-lt-2024-zero-shot"] | None = Field(
+        None, description="also score as this CXR-LT task (its ranking metric, mAUC, mF1 at 0.5)")
 
 
 def _plain_name(value: str) -> str:

@@ -48,6 +48,7 @@ PLOT_FILES = {
     "per_class": "per_class.png",
     "reliability": "reliability.png",
     "training_curves": "training_curves.png",
+    "subgroups": "subgroups.png",
 }
 # Label-statistics plots of the training split, by role (inside plots/train_labels/).
 LABEL_PLOT_FILES = {

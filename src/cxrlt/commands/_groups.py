@@ -53,7 +53,7 @@ def add_bootstrap_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--bootstrap", type=int, default=0, metavar="N",
                        help="bootstrap resamples for confidence intervals (default: 0, none; 1000 is usual)")
     group.add_argument("--patients", metavar="COL",
-                       help="patient id column of the label file: resample patients, not images")
+                       help="patient id column of the label file (or of --metadata): resample patients, not images")
     group.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
     group.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
 
@@ -74,4 +74,52 @@ def scoring_options(args: argparse.Namespace, threshold: float = 0.5) -> "TableS
         raise ConfigError("--patients only chooses what the bootstrap resamples: give --bootstrap N too")
     return TableScoring(args.id_column, threshold, args.threshold_method, args.target_sensitivity,
                         BootstrapSettings(args.bootstrap, args.seed, args.level) if args.bootstrap else None,
-                        args.patients, group_options(args))
+                        args.patients, group_options(args), **evaluation_options(args))
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--protocol, --metadata, --subgroups, --age-bands, --min-subgroup, --aggregate, --study-merge, --study-column."""
+    from cxrlt.evaluation.protocols import PROTOCOLS
+    from cxrlt.evaluation.studies import AGGREGATIONS
+
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                        help="score as a CXR-LT challenge task: its classes, ranking metric (mAP), mAUC, mF1 at 0.5 "
+                             "and head / medium / tail split")
+    extra = parser.add_argument_group("subgroups and studies")
+    extra.add_argument("--metadata", metavar="M.csv", type=Path,
+                       help="table keyed by image id with sex / age / view / source, study and patient columns "
+                            "(default: the label file; NIH's Data_Entry_2017 works as it is)")
+    extra.add_argument("--subgroups", metavar="LIST",
+                       help="score per subgroup of these attributes, e.g. sex,age,view (also source)")
+    extra.add_argument("--age-bands", metavar="EDGES", default="20,40,60,80",
+                       help="age band edges in years (default: 20,40,60,80 -> 0-20, ..., 80+)")
+    extra.add_argument("--min-subgroup", type=int, default=20, metavar="N",
+                       help="subgroups with fewer images are reported too small to score (default: 20)")
+    extra.add_argument("--aggregate", choices=("image", "study"), default="image",
+                       help="study: merge the predictions of a study's images and score studies (default: image)")
+    extra.add_argument("--study-merge", choices=AGGREGATIONS, default="max",
+                       help="how a study's image predictions merge (default: max)")
+    extra.add_argument("--study-column", metavar="COL",
+                       help="study id column of the metadata (default: study_id, StudyInstanceUID or study)")
+
+
+def evaluation_options(args: argparse.Namespace) -> dict:
+    """The TableScoring fields of `add_evaluation_arguments` (defaults when a command lacks them)."""
+    from cxrlt.errors import ConfigError
+    from cxrlt.evaluation.metadata import check_age_edges, parse_attributes
+    from cxrlt.evaluation.subgroups import SubgroupSettings
+
+    subgroups = None
+    if getattr(args, "subgroups", None):
+        try:
+            edges = [float(e) for e in args.age_bands.split(",") if e.strip()]
+        except ValueError:
+            raise ConfigError(f"--age-bands takes numbers separated by commas, e.g. 20,40,60,80; got "
+                              f"{args.age_bands!r}") from None
+        if args.min_subgroup < 1:
+            raise ConfigError(f"--min-subgroup must be at least 1, got {args.min_subgroup}")
+        subgroups = SubgroupSettings(parse_attributes(args.subgroups), check_age_edges(edges), args.min_subgroup)
+    aggregate = getattr(args, "aggregate", "image")
+    return {"metadata": getattr(args, "metadata", None), "subgroups": subgroups,
+            "aggregate": args.study_merge if aggregate == "study" else None,
+            "study_column": getattr(args, "study_column", None), "protocol": getattr(args, "protocol", None)}

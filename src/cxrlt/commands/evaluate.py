@@ -8,8 +8,10 @@ from pathlib import Path
 
 from cxrlt.commands._groups import (
     add_bootstrap_arguments,
+    add_evaluation_arguments,
     add_group_arguments,
     add_threshold_method_arguments,
+    evaluation_options,
     scoring_options,
 )
 from cxrlt.errors import ConfigError
@@ -45,11 +47,25 @@ averaged over classes. With --bootstrap N, percentile confidence intervals
 resamples of the images, or of patients when --patients names the label
 file's patient id column (images of one patient are resampled together).
 
+With --subgroups sex,age,view (and source) every subgroup is scored too
+(`subgroups` -> attribute -> group -> n_images, auc, map, f1 and per class
+auc / ap / f1 / tpr, null when undefined; with --bootstrap, patient
+intervals), and `subgroup_summary` holds per attribute the true-positive-rate
+gap between subgroups at the thresholds (tuned ones with --val-predictions)
+and the worst subgroup per class. Columns come from --metadata (default: the
+label file): sex / Patient Sex, age / Patient Age, view / View Position,
+source. With --aggregate study the images of a study are merged
+(--study-merge max / mean / logit_mean; labels: their union) and studies are
+scored; images without a study id are left out and counted. --protocol
+scores a CXR-LT task (docs/evaluation.md).
+
 The id column is found by name when --id-column is not given: the first of
 image_id, dicom_id, Image Index, path, id (case-insensitive) in each file.
 """
 EXAMPLE = """
 cxrlt evaluate runs/demo --split test
+cxrlt evaluate runs/demo --subgroups sex,age --aggregate study
+cxrlt evaluate --predictions P.csv --labels L.csv --subgroups sex,age,view --json OUT.json
 cxrlt evaluate --predictions runs/nih/test_predictions.csv --labels data/nih_test_labels.csv \\
     --groups-from data/nih_train_labels.csv --json runs/nih/test_metrics.json --plots runs/nih/plots
 """
@@ -71,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score only the predicted classes when the label file has more (default: an error "
                         "naming the classes the predictions lack)")
     add_group_arguments(parser)
+    add_evaluation_arguments(parser)
     tuning = parser.add_argument_group("F1 at tuned thresholds")
     tuning.add_argument("--val-predictions", metavar="V.csv", type=Path, help="validation prediction table")
     tuning.add_argument("--val-labels", metavar="VL.csv", type=Path, help="validation labels")
@@ -102,8 +119,25 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_run_dir(args: argparse.Namespace) -> int:
     from cxrlt.runs.finish import evaluate_run
 
-    scores = evaluate_run(args.run_dir, args.split or "test", progress=not args.no_progress)
+    if args.metadata is not None or args.study_column is not None:
+        raise ConfigError("a run folder's metadata and study ids are its label files' (sex, age, view, source, "
+                          "study_id): --metadata and --study-column are for prediction tables")
+    evaluation = {}
+    options = evaluation_options(args)
+    if options["subgroups"] is not None:
+        settings = options["subgroups"]
+        evaluation.update(subgroups=list(settings.attributes), age_bands=list(settings.age_edges),
+                          min_subgroup=settings.min_images)
+    if options["aggregate"] is not None:
+        evaluation.update(aggregate="study", study_merge=options["aggregate"])
+    if options["protocol"] is not None:
+        evaluation["protocol"] = options["protocol"]
+    if args.bootstrap:
+        evaluation["bootstrap"] = args.bootstrap
+    scores = evaluate_run(args.run_dir, args.split or "test", progress=not args.no_progress, evaluation=evaluation)
     print(scores.table)
+    for line in scores.summary_lines():
+        print(line)
     for message in scores.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return 0

@@ -317,6 +317,25 @@ def scale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- DICOM
+def dicom_study_uid(path: str | Path) -> str | None:
+    """The StudyInstanceUID of a DICOM file (header only), or None for other files and DICOMs without one."""
+    path = Path(path)
+    if path.suffix.lower() not in _DICOM_SUFFIXES:
+        return None
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"], force=True)
+        except Exception as exc:
+            if not _library_failure(exc):
+                raise
+            raise ImageDecodeError(f"cannot be read as DICOM ({exc})", path) from None
+    value = str(dataset.get("StudyInstanceUID", "") or "").strip()
+    return value or None
+
+
 def _decode_dicom(handle: BinaryIO, path: Path, has_preamble: bool) -> np.ndarray:
     # pydicom warns about every header value off the standard (common in real
     # archives and irrelevant to the pixels); failures are raised as errors.

@@ -41,7 +41,7 @@ mean (classes with positives and negatives in the evaluated set).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -218,6 +218,19 @@ def _weights(rng: np.random.Generator, r: int, index: np.ndarray | None, n_units
     if index is not None:
         multiplicity = multiplicity[:, index]
     return np.ascontiguousarray(multiplicity.T, dtype=dtype)
+
+
+def resample_weights(patients: Sequence[Any] | None, n: int, resamples: int, seed: int,
+                     chunk: int = _CHUNK) -> Iterator[np.ndarray]:
+    """Multiplicity weights (images x resamples), `chunk` resamples at a time, resampling `patients` when given.
+
+    The draws `bootstrap_metrics` makes with the same seed, for statistics
+    of other modules (e.g. the true-positive-rate gap between subgroups).
+    """
+    index, n_units = _cluster_index(patients, n)
+    rng = np.random.default_rng(seed)
+    for first in range(0, resamples, chunk):
+        yield _weights(rng, min(chunk, resamples - first), index, n_units, np.float64)
 
 
 def _resample(

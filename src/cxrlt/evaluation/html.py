@@ -101,6 +101,7 @@ def render_html_report(run_dir: str | Path) -> str:
         _label_distribution(run),
         _curves(run),
         _calibration(run),
+        _subgroups(run),
         _training(run),
         _cams(run),
         _configuration(run),
@@ -534,6 +535,42 @@ def _calibration(run: _Run) -> str:
     elif calibration is not None:
         parts.append(_absent(f"{RunFiles(run.path).plot('reliability').name} is missing."))
     return _section("calibration", "Calibration", "".join(parts))
+
+
+def _subgroups(run: _Run) -> str:
+    """Scores per sex / age band / view / source subgroup, their plot and the largest TPR gaps (when scored)."""
+    sections, summary = run.metrics.get("subgroups"), run.metrics.get("subgroup_summary")
+    if not sections or not summary:
+        return ""
+    from cxrlt.evaluation.plots import subgroup_figure
+
+    rows = []
+    for attribute, groups in sections.items():
+        for name, entry in groups.items():
+            if entry["too_small"]:
+                cells = f"<td colspan=\"3\">too small to score (under {summary['settings']['min_images']} images)</td>"
+            else:
+                bounds = (entry.get("intervals") or {})
+                cells = "".join(f"<td>{_num(entry[key])}<br><small>{_interval(bounds.get(key))}</small></td>"
+                                for key in ("auc", "map")) + f"<td>{_num(entry['f1'])}</td>"
+            rows.append(f"<tr><td>{_e(attribute)}</td><td>{_e(name)}</td><td>{entry['n_images']}</td>{cells}</tr>")
+    table = ("<table><thead><tr><th>attribute</th><th>subgroup</th><th>images</th><th>mean AUC</th><th>mAP</th>"
+             f"<th>mean F1 ({_e(summary['settings']['thresholds'])} thresholds)</th></tr></thead><tbody>"
+             + "".join(rows) + "</tbody></table>")
+    gaps = []
+    for attribute, groups in sections.items():
+        info = summary[attribute]
+        ranked = sorted(((v["gap"], c, v) for c, v in info["tpr_gap"].items() if v["gap"] is not None), reverse=True)
+        for gap, cls, v in ranked[:3]:
+            gaps.append(f"<li>{_e(attribute)}, {_e(cls)}: TPR gap {_num(gap)} {_interval(v.get('interval'))} "
+                        f"({_e(v['highest'])} highest, {_e(v['lowest'])} lowest)</li>")
+        if info["excluded"]:
+            gaps.append(f"<li>{_e(attribute)}: {info['excluded']} image(s) without a value left out</li>")
+    figure = _Figure("Subgroups", _figure_png(subgroup_figure(sections, run.metrics.get("mean", {}).get("auc"))),
+                     "Mean AUC per subgroup with its bootstrap interval; dashed: all images.")
+    intro = ("<p>True-positive-rate gap: the largest minus the smallest sensitivity over a class's subgroups at "
+             "the decision thresholds (CheXclusion's under-diagnosis measure).</p>")
+    return _section("subgroups", "Subgroups", intro + table + _img(figure) + (f"<ul>{''.join(gaps)}</ul>" if gaps else ""))
 
 
 def _label_distribution(run: _Run) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -178,6 +178,45 @@ def metric_bars_figure(
         fig.legend([Patch(color=GROUP_COLOURS[g]) for g in present], present, loc="outside lower center",
                    ncols=len(present), fontsize=8, frameon=False)
     fig.suptitle("Per-class ROC AUC and average precision", fontsize=11)
+    return fig
+
+
+def subgroup_figure(subgroups: dict[str, Any], overall: float | None = None) -> "Figure":
+    """Per attribute, each subgroup's mean AUC (with its bootstrap interval when there is one) and its size.
+
+    Subgroups too small to score are listed on the axis with their size and
+    no point; the dashed line is `overall`, the mean AUC over all images.
+    """
+    from matplotlib.figure import Figure
+
+    attributes = list(subgroups)
+    rows = sum(len(groups) for groups in subgroups.values())
+    fig = Figure(figsize=(7, 1.2 + 0.32 * rows + 0.4 * len(attributes)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(attributes), 1, sharex=True,
+                                      height_ratios=[max(1, len(subgroups[a])) for a in attributes]))
+    for ax, attribute in zip(axes, attributes):
+        groups = subgroups[attribute]
+        names = list(groups)
+        for y, name in enumerate(names):
+            entry = groups[name]
+            if entry["too_small"] or entry["auc"] is None:
+                ax.text(0.51, y, "too small to score" if entry["too_small"] else "n/a", va="center", fontsize=7)
+                continue
+            interval = (entry.get("intervals") or {}).get("auc")
+            if interval:
+                ax.plot(interval, [y, y], color="#1f77b4", lw=2, alpha=0.6)
+            ax.plot([entry["auc"]], [y], "o", color="#1f77b4")
+            ax.text(entry["auc"], y - 0.3, f"{entry['auc']:.3f}", ha="center", fontsize=7)
+        if overall is not None:
+            ax.axvline(overall, color="#444444", lw=0.9, ls="--")
+        ax.set_yticks(range(len(names)), [f"{n} (n={groups[n]['n_images']})" for n in names], fontsize=8)
+        ax.set_ylim(len(names) - 0.5, -0.7)
+        ax.set_ylabel(attribute, fontsize=9)
+        ax.set_xlim(0.5, 1.0)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1].set_xlabel("mean ROC AUC over classes" + (" (dashed: all images)" if overall is not None else "")
+                        + "; bars: bootstrap interval", fontsize=9)
+    fig.suptitle("Subgroups", fontsize=11)
     return fig
 
 

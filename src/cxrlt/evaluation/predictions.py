@@ -128,6 +128,15 @@ def write_predictions(
 
 
 # --------------------------------------------------------------------------- reading
+def read_id_table(path: str | Path, id_column: str | None, what: str) -> tuple[pd.DataFrame, str]:
+    """Any CSV keyed by image id (e.g. a metadata table) as a frame, and its id column's name.
+
+    The id column is found as for prediction and label files; blank or
+    repeated ids are refused, naming the line.
+    """
+    return _read_frame(Path(path), id_column, what)
+
+
 def _read_frame(path: Path, id_column: str | None, what: str) -> tuple[pd.DataFrame, str]:
     """The CSV as a frame with the id column as text; checks header and ids."""
     try:

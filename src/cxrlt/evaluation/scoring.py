@@ -5,6 +5,10 @@ and `cxrlt ensemble` all score with `score_predictions`, so their reports
 share one schema, in this order:
 
 * `split`, `n_images`: what was scored;
+* `aggregate` (study-level scoring): how images were merged into studies
+  (`cxrlt.evaluation.studies`), so `n_images` counts studies;
+* `protocol` (a named CXR-LT evaluation): its ranking metric and value
+  (`cxrlt.evaluation.protocols`);
 * `per_class`, `mean`, `groups` (with groups): `MetricResult.to_dict`;
 * the caller's own sections (`extras`: training's `tta` and
   `tau_normalisation`, k-fold's `folds` and `merge`, an ensemble's
@@ -14,7 +18,10 @@ share one schema, in this order:
 * `calibration`: `calibration_summary`, after a temperature too when one is
   given;
 * `thresholds` (with per-class thresholds): how they were tuned and the
-  sensitivity / specificity at each (`operating_points`).
+  sensitivity / specificity at each (`operating_points`);
+* `subgroups` and `subgroup_summary` (with per-image metadata): scores per
+  sex / age band / view / source subgroup, the true-positive-rate gaps and
+  the worst subgroup per class (`cxrlt.evaluation.subgroups`).
 
 The numbers are `cxrlt.evaluation.metrics`', `bootstrap`'s and
 `calibration`'s; this module only decides what a report holds.
@@ -31,10 +38,13 @@ import numpy as np
 
 from cxrlt.evaluation.bootstrap import bootstrap_metrics
 from cxrlt.evaluation.calibration import calibration_summary, operating_points
+from cxrlt.evaluation.metadata import Attribute
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics
 
 # The sections a report can hold besides the caller's extras.
 SECTIONS = ("split", "n_images", "per_class", "mean", "groups", "intervals", "calibration", "thresholds")
+# Sections only some reports hold: study-level scoring, a named protocol, per-image metadata.
+OPTIONAL_SECTIONS = ("aggregate", "protocol", "subgroups", "subgroup_summary")
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class Scores:
         return summary_lines(self.metrics)
 
     def write_plots(self, directory: str | Path) -> list[Path]:
-        """ROC, PR, per-class and reliability plots in `directory` (`cxrlt.layout.PLOT_FILES` names)."""
+        """ROC, PR, per-class, reliability (and subgroup) plots in `directory` (`cxrlt.layout.PLOT_FILES` names)."""
         from cxrlt.evaluation.calibration import write_reliability_plot
         from cxrlt.evaluation.plots import write_plots
         from cxrlt.layout import PLOT_FILES
@@ -95,6 +105,12 @@ class Scores:
         plots = write_plots(directory, self.labels, self.probs, self.result, self.groups, self.train_positives)
         plots.append(write_reliability_plot(directory / PLOT_FILES["reliability"], self.labels, self.probs,
                                             self.groups, temperature=self.metrics["calibration"]["temperature"]))
+        if "subgroups" in self.metrics:
+            from cxrlt.evaluation.plots import subgroup_figure
+            from cxrlt.io import save_figure
+
+            plots.append(save_figure(directory / PLOT_FILES["subgroups"],
+                                     subgroup_figure(self.metrics["subgroups"], self.metrics["mean"]["auc"])))
         return plots
 
 
@@ -114,6 +130,10 @@ def score_predictions(
     extras: dict[str, Any] | None = None,
     train_positives: Sequence[float] | None = None,
     progress: bool = False,
+    subgroups: dict[str, Attribute] | None = None,
+    subgroup_min_images: int = 20,
+    aggregate: dict[str, Any] | None = None,
+    protocol: Any = None,
 ) -> Scores:
     """Score `probs` against `labels` (images x classes; NaN labels are missing) into the metrics report.
 
@@ -122,10 +142,15 @@ def score_predictions(
     the calibration after it; `bootstrap` with resamples adds intervals,
     resampling `patients` (one id per image) when given. Classes without a
     positive or a negative are named in `Scores.warnings`, not warned about.
+    `subgroups` (attribute -> per-image subgroup) adds the subgroup sections,
+    at the tuned thresholds when given (else `threshold`); subgroups under
+    `subgroup_min_images` images are reported too small. `aggregate` says
+    how images were merged into studies; `protocol` (a
+    `cxrlt.evaluation.protocols.Protocol`) adds its ranking section.
     """
     if (thresholds is None) != (tuning is None):
         raise ValueError("per-class thresholds and how they were tuned go together")
-    clash = sorted(set(extras or {}) & set(SECTIONS))
+    clash = sorted(set(extras or {}) & set(SECTIONS + OPTIONAL_SECTIONS))
     if clash:
         raise ValueError(f"extra sections may not replace the report's own: {', '.join(clash)}")
     labels, probs, classes = np.asarray(labels, dtype=np.float64), np.asarray(probs), [str(c) for c in classes]
@@ -133,7 +158,12 @@ def score_predictions(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedMetricWarning)
         result = compute_metrics(labels, probs, classes, thresholds=thresholds, threshold=threshold)
-    report: dict[str, Any] = {"split": split, "n_images": len(labels), **result.to_dict(groups), **(extras or {})}
+    report: dict[str, Any] = {"split": split, "n_images": len(labels)}
+    if aggregate is not None:
+        report["aggregate"] = aggregate
+    if protocol is not None:
+        report["protocol"] = protocol.summary(result)
+    report.update({**result.to_dict(groups), **(extras or {})})
     if bootstrap is not None and bootstrap.resamples > 0:
         report["intervals"] = bootstrap_metrics(
             labels, probs, classes, resamples=bootstrap.resamples, patients=patients, level=bootstrap.level,
@@ -142,6 +172,16 @@ def score_predictions(
     report["calibration"] = calibration_summary(labels, probs, classes, temperature=temperature)
     if thresholds is not None:
         report["thresholds"] = {**tuning.to_dict(), "per_class": operating_points(labels, probs, thresholds, classes)}
+    if subgroups:
+        from cxrlt.evaluation.subgroups import score_subgroups
+
+        resamples = bootstrap.resamples if bootstrap is not None else 0
+        report["subgroups"], report["subgroup_summary"] = score_subgroups(
+            labels, probs, classes, subgroups,
+            thresholds=np.full(len(classes), threshold) if thresholds is None else np.asarray(thresholds),
+            tuned=thresholds is not None, min_images=subgroup_min_images, resamples=resamples,
+            level=bootstrap.level if bootstrap is not None else 0.95, seed=bootstrap.seed if bootstrap else 0,
+            patients=patients)
     return Scores(labels, probs, result, report, groups,
                   None if train_positives is None else np.asarray(train_positives),
                   [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)])
@@ -157,6 +197,19 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"mAP {_span(intervals['mean']['ap'])}")
         for name, group in intervals.get("groups", {}).items():
             lines.append(f"  {name}: AUC {_span(group['auc'])}, AP {_span(group['ap'])}")
+    if "protocol" in report:
+        protocol = report["protocol"]
+        lines.append(f"protocol {protocol['name']}: ranking {protocol['ranking_metric']} "
+                     f"{_value(protocol['ranking'])}; " + ", ".join(
+                         f"{k} {_value(v)}" for k, v in protocol["metrics"].items()))
+    if "aggregate" in report:
+        agg = report["aggregate"]
+        lines.append(f"scored per study: {agg['n_images']} images -> {agg['n_studies']} studies ({agg['method']}); "
+                     f"{agg['excluded_images']} image(s) without a study id left out")
+    if "subgroups" in report:
+        from cxrlt.evaluation.subgroups import format_subgroups
+
+        lines.extend(format_subgroups(report["subgroups"], report["subgroup_summary"]))
     calibration = report["calibration"]
     line = (f"calibration: pooled ECE {_value(calibration['pooled_ece'])}, "
             f"mean per-class ECE {_value(calibration['mean_ece'])}")

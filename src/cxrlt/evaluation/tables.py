@@ -23,6 +23,7 @@ from cxrlt.data.stats import class_groups
 from cxrlt.evaluation.groups import training_positives
 from cxrlt.evaluation.predictions import ClassTable, align, read_label_csv, read_predictions
 from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
+from cxrlt.evaluation.subgroups import SubgroupSettings
 from cxrlt.labels import canonical_key
 
 
@@ -63,7 +64,12 @@ class TableScoring:
 
     `threshold` is the fixed F1 threshold (and the one a class without a
     validation positive keeps when thresholds are tuned); `patients` names
-    the label file's patient id column.
+    the patient id column of the metadata table. `metadata` is the table
+    (keyed by image id) holding patients, study ids and subgroup columns
+    (default: the label file). `subgroups` scores per subgroup; `aggregate`
+    (`max`, `mean`, `logit_mean`) merges images into studies (by
+    `study_column`, else found by name) before scoring; `protocol` names a
+    CXR-LT evaluation (`cxrlt.evaluation.protocols`).
     """
 
     id_column: str | None = None
@@ -73,6 +79,11 @@ class TableScoring:
     bootstrap: BootstrapSettings | None = None
     patients: str | None = None
     grouping: GroupOptions = field(default_factory=GroupOptions)
+    metadata: Path | None = None
+    subgroups: SubgroupSettings | None = None
+    aggregate: str | None = None
+    study_column: str | None = None
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,21 @@ def score_table(predictions: ClassTable, labels: ClassTable, options: TableScori
     training positives beside `group_sources` (the prediction files).
     """
     data = align(predictions, labels)
+    protocol = None
+    if options.protocol is not None:
+        from cxrlt.evaluation.predictions import Aligned
+        from cxrlt.evaluation.protocols import get_protocol
+
+        protocol = get_protocol(options.protocol)
+        if options.threshold != protocol.f1_threshold:
+            raise ConfigError(f"{protocol.title} reports F1 at {protocol.f1_threshold}: leave --threshold at its "
+                              f"default, not {options.threshold}")
+        columns = protocol.order(data.classes, f"the prediction table {predictions.name}")
+        data = Aligned(data.ids, protocol.classes, data.probs[:, columns], data.labels[:, columns])
+    if options.aggregate is not None and validation is not None:
+        raise ConfigError("study-level scoring of prediction tables does not tune thresholds: the validation "
+                          "tables would need merging into studies too; score without --val-predictions, or "
+                          "aggregate a run folder (thresholds tuned per image on validation)")
     classes = list(data.classes)
     notes: list[str] = []
     thresholds, tuning, fitted = None, None, None
@@ -123,18 +149,45 @@ def score_table(predictions: ClassTable, labels: ClassTable, options: TableScori
             notes.append(f"thresholds tuned on {validation.name} ({options.threshold_method})")
             if fitted is not None:
                 notes.append(f"temperature T = {fitted:.4g} fitted on {validation.name}")
-    groups, train_positives, note = options.grouping.resolve(classes, group_sources, np.sum(data.labels == 1, axis=0),
-                                                            options.id_column)
+    grouping = options.grouping
+    if protocol is not None and protocol.groups is not None and not (grouping.head or grouping.tail):
+        from dataclasses import replace
+
+        grouping = replace(grouping, method="rank", head=protocol.groups[0], tail=protocol.groups[1])
+    groups, train_positives, note = grouping.resolve(classes, group_sources, np.sum(data.labels == 1, axis=0),
+                                                     options.id_column)
+    if protocol is not None and protocol.groups is None:
+        groups, note = None, f"no head / medium / tail split: {protocol.title} classes are unseen in training"
     notes.append(note)
+    meta_path = options.metadata if options.metadata is not None else labels.path
     patients = None
     if options.patients is not None:
         from cxrlt.evaluation.predictions import read_patients
 
-        patients = read_patients(labels.path, data.ids, options.patients, options.id_column)
-    scores = score_predictions(data.labels, data.probs, classes, split=split, groups=groups, thresholds=thresholds,
+        patients = read_patients(meta_path, data.ids, options.patients, options.id_column)
+    attributes = None
+    if options.subgroups is not None:
+        from cxrlt.evaluation.metadata import read_attributes
+
+        attributes = read_attributes(meta_path, data.ids, options.subgroups.attributes, options.id_column,
+                                     options.subgroups.age_edges)
+    y, p, aggregate = data.labels, data.probs, None
+    if options.aggregate is not None:
+        from cxrlt.evaluation.studies import aggregate_studies, read_study_ids, study_attributes
+
+        study_ids = read_study_ids(meta_path, data.ids, options.study_column, options.id_column)
+        studies = aggregate_studies(study_ids, p, y, options.aggregate, patients)
+        y, p, patients, aggregate = studies.labels, studies.probs, studies.patients, studies.summary()
+        if attributes is not None:
+            attributes = study_attributes(attributes, study_ids)
+        notes.append(f"scored {len(studies.ids)} studies of {studies.n_images} images ({options.aggregate}); "
+                     f"{studies.excluded_images} image(s) without a study id left out")
+    scores = score_predictions(y, p, classes, split=split, groups=groups, thresholds=thresholds,
                                tuning=tuning, threshold=options.threshold, temperature=fitted,
                                bootstrap=options.bootstrap, patients=patients, extras=extras,
-                               train_positives=train_positives, progress=progress)
+                               train_positives=train_positives, progress=progress, subgroups=attributes,
+                               subgroup_min_images=options.subgroups.min_images if options.subgroups else 20,
+                               aggregate=aggregate, protocol=protocol)
     return TableScores(scores, notes, [str(w.message) for w in caught] + scores.warnings)
 
 

@@ -22,11 +22,15 @@ Every loss is a `torch.nn.Module` called as `loss(logits, targets, mask=None)`:
   each validation the training loop calls
   `loss.update_class_factors(val_ap)` (one AP per class, NaN = undefined)
   and the k classes with the lowest AP are up-weighted until the next call.
+- Deferred re-weighting (DRW, Cao et al.) on every loss: `drw_after: E`
+  multiplies the terms by class-balanced weights (`drw_beta`, 0.9999) from
+  the stage's epoch E on (the training loop calls `loss.set_epoch(epoch)`).
 
 Registered losses (YAML `loss: {name: focal, alpha: 0.25, gamma: 2.0}`), one
 module each, registered in `cxrlt.registry.LOSSES` and imported here:
 `bce`, `weighted_bce`, `focal`, `asl`, `class_aware`,
-`effective_number_focal`, `class_balanced`. Losses weighted by label counts
+`effective_number_focal`, `class_balanced`, `distribution_balanced`,
+`logit_adjusted`, `ldam`. Losses weighted by label counts
 need `class_counts` (per-class "positives" and "negatives" of the training
 split; a mapping or an object with those attributes), supplied by the
 toolkit, and raise ConfigError without them.
@@ -43,13 +47,16 @@ from typing import Any, Sequence
 from torch import nn
 
 from cxrlt.losses.asl import AsymmetricLoss
-from cxrlt.losses.base import ClassCounts, MultiLabelLoss, as_class_counts
+from cxrlt.losses.base import ClassCounts, MultiLabelLoss, as_class_counts, effective_number_alpha, effective_number_weights
 from cxrlt.losses.bce import BCELoss, WeightedBCELoss
 from cxrlt.losses.class_aware import ClassAwareLoss, class_aware_class_weights
 from cxrlt.losses.class_balanced import ClassBalancedLoss
 from cxrlt.losses.diversity import DiversityLoss, diversity_loss
-from cxrlt.losses.effective_number import EffectiveNumberFocalLoss, effective_number_alpha, effective_number_weights
+from cxrlt.losses.effective_number import EffectiveNumberFocalLoss
+from cxrlt.losses.distribution_balanced import DistributionBalancedLoss
 from cxrlt.losses.focal import FocalLoss
+from cxrlt.losses.ldam import LDAMLoss
+from cxrlt.losses.logit_adjusted import LogitAdjustedLoss
 from cxrlt.registry import LOSSES
 
 
@@ -69,9 +76,12 @@ __all__ = [
     "ClassAwareLoss",
     "ClassBalancedLoss",
     "ClassCounts",
+    "DistributionBalancedLoss",
     "DiversityLoss",
     "EffectiveNumberFocalLoss",
     "FocalLoss",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "MultiLabelLoss",
     "WeightedBCELoss",
     "as_class_counts",

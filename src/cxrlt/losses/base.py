@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cxrlt.errors import ConfigError
-from cxrlt.params import Count, Positive, Probability
+from cxrlt.params import BelowOne, Count, Positive, Probability
 
 CONTEXT = ("class_counts", "class_names")
 
@@ -94,6 +94,54 @@ def class_labels(indices: Sequence[int] | np.ndarray, names: Sequence[str] | Non
     return ", ".join(str(names[i]) if names is not None else f"class {i}" for i in np.asarray(indices).tolist())
 
 
+# ------------------------------------------------------- class weights
+def effective_number_alpha(positives: Sequence[float], beta: float) -> np.ndarray:
+    """a_k = (1 - beta) / (1 - beta^n_k), the inverse effective number of n_k samples (seed 001 eq. 3).
+
+    Computed as (1 - beta) / -expm1(n_k log beta) so that beta close to 1
+    loses no digits. Raises ConfigError for a class with no positive (the
+    weight would be infinite) or a beta outside [0, 1).
+    """
+    n = np.asarray(positives, dtype=np.float64).reshape(-1)
+    if not 0.0 <= beta < 1.0:
+        raise ConfigError(f"effective-number weights need 0 <= beta < 1, got beta={beta}")
+    empty = np.flatnonzero(~(n > 0))
+    if len(empty):
+        raise ConfigError(
+            f"effective-number weights: class index {empty.tolist()} has no positive label in the training split "
+            "(its weight would be infinite); drop such classes or use a loss that does not weight by positives"
+        )
+    if beta == 0.0:
+        return np.ones_like(n)
+    return (1.0 - beta) / -np.expm1(n * np.log(beta))
+
+
+def effective_number_weights(positives: Sequence[float], beta: float, scale: float) -> np.ndarray:
+    """Positive weights w+_k = s * C * a_k / sum_j a_j of seed 001 (eqs. 3-5; SPEC 1.6).
+
+    `positives` are the training positives n_k per class, `beta` the
+    effective-number parameter, `scale` the s of SPEC 1.6 (the paper writes
+    1, the authors' released weights use 0.1). With `scale=1` these are the
+    class-balanced weights of Cui et al. (normalised to sum C). The negative
+    weights of seed 001 are 1 - w+.
+    """
+    alpha = effective_number_alpha(positives, beta)
+    return scale * len(alpha) * alpha / alpha.sum()
+
+
+def require_positives(
+    loss: MultiLabelLoss, positives: np.ndarray, consequence: str = "the effective-number weight is infinite"
+) -> None:
+    """Refuse, naming them, classes without a training positive; `consequence` says what would break."""
+    empty = np.flatnonzero(~(np.asarray(positives) > 0))
+    if len(empty):
+        raise ConfigError(
+            f"{loss._label()}: {class_labels(empty, loss.class_names)} "
+            f"{'has' if len(empty) == 1 else 'have'} no positive label in the training split, so {consequence}; "
+            "drop such classes or use a loss that does not weight by positives"
+        )
+
+
 # ----------------------------------------------------------------- numerics
 def safe_pow(base: Tensor, exponent: float) -> Tensor:
     """`base ** exponent` for base >= 0 with finite gradients at base == 0.
@@ -152,6 +200,14 @@ class MultiLabelLoss(nn.Module, abc.ABC):
     `upweight_factor`; with `upweight_worst_k > 0`, the training loop calls
     `update_class_factors(val_ap)` after each validation and the k classes
     with the lowest validation AP are up-weighted too (until the next call).
+
+    Deferred re-weighting (DRW, Cao et al. 2019) on every loss: with
+    `drw_after = E`, the training loop calls `set_epoch(epoch)` at each epoch
+    start (0-based, within the stage) and from epoch E on the terms are
+    multiplied by the class-balanced weights of Cui et al.,
+    w_k = C a_k / sum_j a_j with a_k = (1 - b) / (1 - b^n_k), b = `drw_beta`
+    (0.9999, the authors' value), n_k the training positives; before epoch E
+    no weight applies (the authors' `betas = [0, 0.9999]` schedule).
     """
 
     name = "loss"
@@ -163,6 +219,8 @@ class MultiLabelLoss(nn.Module, abc.ABC):
         upweight_classes: tuple[str, ...] = (),
         upweight_factor: Positive = 1.0,
         upweight_worst_k: Count = 0,
+        drw_after: Count | None = None,
+        drw_beta: BelowOne = 0.9999,
         class_counts: Any = None,
         class_names: Sequence[str] | None = None,
     ):
@@ -190,6 +248,15 @@ class MultiLabelLoss(nn.Module, abc.ABC):
         self._worst: list[int] = []
         self._class_weight: np.ndarray | None = None
         self._cache: dict[tuple[Any, ...], Tensor] = {}
+        self.drw_after = None if drw_after is None else int(drw_after)
+        self.drw_beta = float(drw_beta)
+        self._drw_weight: np.ndarray | None = None
+        self.drw_active = False
+        if self.drw_after is not None:
+            positives = self._require_counts().positives
+            require_positives(self, positives, "its deferred re-weighting (drw_after) weight is infinite")
+            self._drw_weight = effective_number_weights(positives, self.drw_beta, 1.0)
+            self.drw_active = self.drw_after == 0
 
     # ---------------------------------------------------------- set-up helpers
     def _label(self) -> str:
@@ -241,9 +308,18 @@ class MultiLabelLoss(nn.Module, abc.ABC):
         """Indices of the classes currently multiplied by `upweight_factor`."""
         return sorted(set(self._named) | set(self._worst))
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop at each epoch start (0-based): switches the DRW weights on at `drw_after`."""
+        active = self.drw_after is not None and epoch >= self.drw_after
+        if active != self.drw_active:
+            self.drw_active = active
+            self._cache.clear()
+
     def class_factors(self) -> np.ndarray | None:
-        """The per-class multiplier applied to the terms (class weights x up-weighting), or None when all 1."""
+        """The per-class multiplier applied to the terms (class weights x DRW x up-weighting), or None when all 1."""
         factors = None if self._class_weight is None else self._class_weight.copy()
+        if self.drw_active:
+            factors = self._drw_weight.copy() if factors is None else factors * self._drw_weight
         chosen = self.upweighted
         if chosen and self.upweight_factor != 1.0:
             if factors is None:
@@ -327,7 +403,8 @@ class MultiLabelLoss(nn.Module, abc.ABC):
                     "(e.g. CheXpert -1) with a label policy before the loss"
                 )
             if self.label_smoothing:
-                y = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+                # Left-out entries stay 0: a loss that reads a whole row (distribution-balanced) must not see them.
+                y = torch.where(observed, y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing, y)
             terms = self._elementwise(x, y)
             factors = self._factors(terms)
             if factors is not None:
@@ -342,6 +419,8 @@ class MultiLabelLoss(nn.Module, abc.ABC):
 
     def extra_repr(self) -> str:
         parts = [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []
+        if self.drw_after is not None:
+            parts.append(f"drw_after={self.drw_after}, drw_beta={self.drw_beta}, drw_active={self.drw_active}")
         if self.upweighted or self.upweight_worst_k:
             parts.append(f"upweight_factor={self.upweight_factor}, upweighted={self.upweighted}, "
                          f"upweight_worst_k={self.upweight_worst_k}")

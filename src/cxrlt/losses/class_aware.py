@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cxrlt.errors import ConfigError
-from cxrlt.losses.base import CONTEXT, ClassCounts, MultiLabelLoss, class_labels, log_one_minus_shifted
-from cxrlt.losses.effective_number import effective_number_alpha, require_positives
+from cxrlt.losses.base import (CONTEXT, ClassCounts, MultiLabelLoss, class_labels, effective_number_alpha,
+                               log_one_minus_shifted, require_positives)
 from cxrlt.params import BelowOne
 from cxrlt.registry import LOSSES
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cxrlt.losses.base import CONTEXT, MultiLabelLoss, log_probabilities, safe_pow
-from cxrlt.losses.effective_number import effective_number_weights, require_positives
+from cxrlt.losses.base import (CONTEXT, MultiLabelLoss, effective_number_weights, log_probabilities, require_positives,
+                               safe_pow)
 from cxrlt.params import BelowOne, NonNegative
 from cxrlt.registry import LOSSES
 

@@ -18,7 +18,9 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from cxrlt.errors import ConfigError
+from cxrlt.errors import ConfigError, InputError
+from cxrlt.models.token_backbones import (TRANSFORMERS_PREFIX, TokenBackbone, is_token_model, timm_token_backbone,
+                                          transformers_backbone)
 
 # Grayscale normalisation: the mean of ImageNet's RGB statistics, so a gray
 # image replicated to RGB and normalised by channel gives the same input.
@@ -78,13 +80,19 @@ def create_backbone(
     in_chans: int = 1,
     drop_path_rate: float = 0.0,
     image_size: int | None = None,
-) -> Backbone:
+) -> Backbone | TokenBackbone:
     """Build timm model `name` as a feature extractor.
 
     `pretrained`: False (random init), True (timm hub; random init with a
     `PretrainedWeightsWarning` when the hub cannot be reached), or a path to a
-    local weights file.
+    local weights file. A ViT-family model (patch tokens, see
+    `cxrlt.models.token_backbones`) returns its patch-token map, built with
+    dynamic input sizes where timm offers them; `transformers:<folder>`
+    names a local `transformers` image encoder. `image_size` is checked
+    against the patch grid.
     """
+    if name.startswith(TRANSFORMERS_PREFIX):
+        return _checked(transformers_backbone(name, pretrained), image_size)
     if name not in timm.list_models() and not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise ConfigError(f"model.backbone: timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
@@ -93,11 +101,16 @@ def create_backbone(
         kwargs["drop_path_rate"] = drop_path_rate
     if image_size is not None and _takes_img_size(name):
         kwargs["img_size"] = image_size
+    if _takes_img_size(name):
+        # ViT-family models take any whole number of patches (TTA sizes, progressive resizing) when built so.
+        kwargs["dynamic_img_size"] = True
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
-        return Backbone(_from_local_file(name, Path(pretrained), kwargs), name)
+        return _wrap(_from_local_file(name, Path(pretrained), kwargs), name, in_chans, image_size)
     if pretrained:
         try:
-            return Backbone(timm.create_model(name, pretrained=True, **kwargs), name)
+            return _wrap(_create(name, kwargs, pretrained=True), name, in_chans, image_size)
+        except ConfigError:
+            raise
         except Exception as exc:  # any hub/network failure: fall back, loudly
             warnings.warn(
                 f"could not load ImageNet weights for {name!r} from the hub ({type(exc).__name__}: "
@@ -106,7 +119,34 @@ def create_backbone(
                 PretrainedWeightsWarning,
                 stacklevel=2,
             )
-    return Backbone(timm.create_model(name, pretrained=False, **kwargs), name)
+    return _wrap(_create(name, kwargs), name, in_chans, image_size)
+
+
+def _create(name: str, kwargs: dict, pretrained: bool = False, **extra: object) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs, **extra)
+    except (TypeError, AssertionError):
+        if "dynamic_img_size" not in kwargs:
+            raise
+        # A model of the family without dynamic sizes: built for its one size (checked on every batch).
+        fixed = {key: value for key, value in kwargs.items() if key != "dynamic_img_size"}
+        return timm.create_model(name, pretrained=pretrained, **fixed, **extra)
+
+
+def _wrap(model: nn.Module, name: str, in_chans: int, image_size: int | None) -> Backbone | TokenBackbone:
+    if is_token_model(model):
+        return _checked(timm_token_backbone(model, name, in_chans), image_size)
+    return Backbone(model, name)
+
+
+def _checked(backbone: TokenBackbone, image_size: int | None) -> TokenBackbone:
+    """Refuse, as a configuration error, an input size the token backbone cannot take."""
+    if image_size is not None:
+        try:
+            backbone.check_size(image_size, image_size)
+        except InputError as exc:
+            raise ConfigError(f"data.images.size: {exc}") from None
+    return backbone
 
 
 def _takes_img_size(name: str) -> bool:
@@ -127,9 +167,9 @@ def _from_local_file(name: str, path: Path, kwargs: dict) -> nn.Module:
         raise ConfigError(f"model.pretrained: weights file {path} not found")
     state = read_state_dict(path)
     try:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state), **kwargs)
+        return _create(name, kwargs, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state))
     except Exception as exc:
-        random = timm.create_model(name, pretrained=False, **kwargs)
+        random = _create(name, kwargs)
         expected = set(random.state_dict())
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected - _classifier_keys(random, state))

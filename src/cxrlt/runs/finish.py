@@ -18,10 +18,13 @@ from cxrlt.config import RunConfig
 from cxrlt.data.stats import save_plots
 from cxrlt.evaluation.calibration import fit_temperature
 from cxrlt.evaluation.html import write_html_report
+from cxrlt.evaluation.metadata import attributes_from_frame
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, tune_thresholds
 from cxrlt.evaluation.predictions import write_labels, write_predictions
 from cxrlt.evaluation.report import plot_training_curves, read_learning_rates, read_training_logs, write_report
+from cxrlt.evaluation.protocols import get_protocol
 from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
+from cxrlt.evaluation.studies import aggregate_studies, study_attributes
 from cxrlt.inference.model_readme import write_model_readme
 from cxrlt.inference.predict import predict_probabilities
 from cxrlt.inference.saved_model import export_model, load_model
@@ -107,6 +110,11 @@ def write_example_cams(model: CxrModel, card: ModelCard, table: Any, probs: np.n
 def evaluate_split(model: CxrModel, card: ModelCard, config: RunConfig, data: RunData, run_dir: Path,
                    split: str, progress: bool = True) -> Scores:
     """Predict one split with `model`, then score and save it."""
+    if config.evaluation.aggregate == "study" and data.part(split).meta["study_id"].isna().all():
+        from cxrlt.errors import InputError
+
+        raise InputError(f"none of the {len(data.part(split))} images of the {split} split has a study id: "
+                         "study-level scoring needs study ids (a study_id / StudyInstanceUID column, or DICOM files)")
     probs = predict_probabilities(model, data.store(split, card.stored_size), card.image_size,
                                   progress=progress, description=f"predict {split}",
                                   tta=card.tta, tta_merge=card.tta_merge, eval_transforms=card.eval_transforms)
@@ -137,12 +145,28 @@ def score_split(config: RunConfig, data: RunData, run_dir: Path, split: str, pro
         extras["tta"] = {"views": list(card.tta), "merge": card.tta_merge}
     if card.tau_normalisation is not None:
         extras["tau_normalisation"] = card.tau_normalisation
+    labels, scored_probs, patients = part.labels, probs, patient_ids(part)
+    attributes = None
+    if evaluation.subgroups:
+        attributes = attributes_from_frame(part.meta, evaluation.subgroups, evaluation.age_bands,
+                                           where=f"the {split} split")
+    aggregate = protocol = None
+    if evaluation.aggregate == "study":
+        study_ids = part.meta["study_id"].to_numpy(dtype=object)
+        studies = aggregate_studies(study_ids, probs, labels, evaluation.study_merge, patients)
+        labels, scored_probs, patients, aggregate = studies.labels, studies.probs, studies.patients, studies.summary()
+        if attributes is not None:
+            attributes = study_attributes(attributes, study_ids)
+    if evaluation.protocol is not None:
+        protocol = get_protocol(evaluation.protocol)
+        protocol.order(data.classes, f"the run's classes ({config.data.classes})")
     scores = score_predictions(
-        part.labels, probs, data.classes, split=split, groups=card.groups, thresholds=card.thresholds,
+        labels, scored_probs, data.classes, split=split, groups=card.groups, thresholds=card.thresholds,
         tuning=None if card.thresholds is None else Tuning(evaluation.threshold, "val", evaluation.target_sensitivity),
-        temperature=card.temperature, patients=patient_ids(part), extras=extras,
+        temperature=card.temperature, patients=patients, extras=extras,
         bootstrap=BootstrapSettings(evaluation.bootstrap, seed=config.train.seed) if intervals else None,
-        train_positives=card.train_positives, progress=progress,
+        train_positives=card.train_positives, progress=progress, subgroups=attributes,
+        subgroup_min_images=evaluation.min_subgroup, aggregate=aggregate, protocol=protocol,
     )
     write_json(files.metrics(split, headline), scores.metrics)
     return scores
@@ -170,8 +194,12 @@ def write_run_report(config: RunConfig, data: RunData, run_dir: Path, scored: Sc
     return report
 
 
-def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> Scores:
-    """Re-evaluate a finished run's saved model on `split` (predictions + metrics files)."""
+def evaluate_run(run_dir: Path, split: str, progress: bool = True, evaluation: dict[str, Any] | None = None) -> Scores:
+    """Re-evaluate a finished run's saved model on `split` (predictions + metrics files).
+
+    `evaluation` replaces settings of the run's `evaluation` config section
+    for this evaluation (e.g. `{"subgroups": ["sex"], "aggregate": "study"}`).
+    """
     from cxrlt.runs.folder import RunFolder
     from cxrlt.training.data import load_run_data
 
@@ -179,6 +207,9 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> Scores:
     RunFolder(run_dir).require_started()
     with RunFolder(run_dir).writing("evaluate"):
         config = RunFolder(run_dir).load_config()
+        if evaluation:
+            config = config.model_copy(update={"evaluation": config.evaluation.model_validate(
+                {**config.evaluation.model_dump(), **evaluation})})
         model, card = load_model(run_dir)
         data = load_run_data(config)
         return evaluate_split(model, card, config, data, run_dir, split, progress)

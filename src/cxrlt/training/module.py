@@ -59,6 +59,10 @@ class ClassifierModule(L.LightningModule):
     # ------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(mix_seed(self.seed, self.current_epoch, self.global_rank))
+        # Epoch-dependent losses (deferred re-weighting) follow the stage's epoch, also after a resume.
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
         if self.freeze_backbone:
             # Frozen means frozen: BatchNorm statistics must not drift either.
             for module in self.model.feature_modules():

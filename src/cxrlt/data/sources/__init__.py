@@ -32,7 +32,9 @@ def load_table(data: "DataConfig") -> "LabelTable":
     and returns every one it annotates; a class a source does not annotate
     becomes missing (NaN) or 0 as `data.unannotated` says. With several
     sources, image paths are made absolute (the tables have different
-    roots). Each row records the position of its source in `data.sources`
+    roots). With `data.pseudo_labels`, the training rows' unannotated
+    classes are then filled from the teacher's table
+    (`cxrlt.data.pseudo_labels`). Each row records the position of its source in `data.sources`
     (meta column `SOURCE_INDEX`, read with `source_positions`). Splits are
     assigned by `cxrlt.data.splits.assign_splits` per `data.split`.
     """
@@ -69,7 +71,12 @@ def load_table(data: "DataConfig") -> "LabelTable":
                 f"({len(repeated)} rows share ids across sources); a source is listed twice, or two files overlap"
             )
     table = mapped[0] if len(mapped) == 1 else LabelTable.concat(mapped)
-    return assign_splits(table, data.split)
+    table = assign_splits(table, data.split)
+    if data.pseudo_labels is not None:
+        from cxrlt.data.pseudo_labels import apply_pseudo_labels
+
+        table = apply_pseudo_labels(table, source_positions(table), data.pseudo_labels)
+    return table
 
 
 def source_positions(table: "LabelTable") -> "np.ndarray":
