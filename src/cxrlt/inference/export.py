@@ -164,7 +164,9 @@ def run_graph(graph: Path, fmt: str, images: np.ndarray) -> np.ndarray:
     """Probabilities of an exported graph on float gray-level images (N, 1, H, W)."""
     if fmt == "onnx":
         return OnnxModel(graph).probabilities(images)
-    module = torch.jit.load(str(graph))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream; the file format is ours
+        module = torch.jit.load(str(graph))
     with torch.inference_mode():
         return module(torch.from_numpy(images)).numpy()
 
