@@ -98,9 +98,12 @@ import cxrlt.data.cache as cache
 from cxrlt.cli import main
 
 real = cache.load_image
+calls = [0]
 
+# Quick at first, then slow: the test's signal lands mid-work even on a loaded machine (about 14 s of margin).
 def slow(path, size):
-    time.sleep(0.05)
+    calls[0] += 1
+    time.sleep(0.05 if calls[0] <= 4 else 0.5)
     return real(path, size)
 
 cache.load_image = slow

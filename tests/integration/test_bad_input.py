@@ -482,6 +482,20 @@ def test_unclosed_quote_running_to_the_end_or_closed_lines_later(tmp_path: Path)
     assert_refused(_stats_csv(later), [f"{later}, line 201:", "'patient_id'", "line 241"], keep=[tmp_path])
 
 
+@pytest.mark.parametrize("last_row", ['a.png,"p1,1,0', 'a.png,p1,1,"0'])
+def test_unclosed_quote_on_the_last_line_is_named_as_such(tmp_path: Path, last_row: str):
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(_label_lines(20) + [last_row]) + "\n")  # the last row is line 21
+    assert_refused(_stats_csv(path), [f"{path}, line 21:", "never closed", "unbalanced quote"], keep=[tmp_path])
+
+
+def test_a_quote_inside_an_unquoted_field_is_a_character_not_an_open_quote(tmp_path: Path, capsys):
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(_label_lines(20) + ['a.png,p1 "quoted",1,0']) + "\n")
+    assert main([str(arg) for arg in _stats_csv(path)] + ["--json", str(tmp_path / "stats.json")]) == 0
+    assert '"' not in capsys.readouterr().err
+
+
 def test_quoted_line_breaks_in_unread_columns_still_read(tmp_path: Path):
     from cxrlt.registry import SOURCES
 

@@ -172,9 +172,9 @@ class CsvFile:
                     f'the CSV field size limit; check this line for an unbalanced quote (")', self.path, previous + 1,
                 ) from None
             raise InputError(f"cannot be split into fields ({exc})", self.path, reader.line_num) from None
-        # A quote left open in the last record swallows the rest of the file without an error from the
-        # reader. Every earlier record closed its quotes (an even count), so an odd count is that one.
-        if lines and reader.line_num > lines[-1] and text.count('"') % 2:
+        # A quote left open in the last record swallows the rest of the file (or of its own line) without an
+        # error from the lenient reader; a strict reader of that record alone says it ended inside quotes.
+        if lines and self._ends_inside_quotes(text, lines[-1]):
             raise InputError(
                 f'a quoted field opened on this line is never closed: it runs on to the end of the file (line '
                 f'{reader.line_num}); check this line for an unbalanced quote (")', self.path, lines[-1],
@@ -186,6 +186,16 @@ class CsvFile:
             np.asarray(blank, dtype=bool),
             reader.line_num,
         )
+
+    def _ends_inside_quotes(self, text: str, first_line: int) -> bool:
+        """Whether the file's last record, from line `first_line` to the end, ends inside a quoted field."""
+        tail = text.split("\n", first_line - 1)[-1]
+        try:
+            for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=self.sep, strict=True):
+                pass
+        except csv.Error as exc:
+            return "unexpected end of data" in str(exc)
+        return False
 
     def shown_header(self) -> str:
         """The header for messages: its column names, unless line 1 is not a list of columns.
