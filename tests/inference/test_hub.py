@@ -90,6 +90,11 @@ def test_predict_from_the_hub_uses_the_local_cache_offline(tmp_path, offline_cac
                  "--no-progress"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "hub.csv"), pd.read_csv(tmp_path / "local.csv"))
     assert list(pd.read_csv(tmp_path / "hub.csv").columns) == ["image_id", *CLASSES]
+    # The Python loader takes the same name.
+    from cxrlt.inference.saved_model import load_model
+
+    _, card = load_model("hf-hub:my-lab/cxrlt-demo")
+    assert card.classes == CLASSES
 
 
 def test_a_hub_model_missing_from_the_cache_offline_says_so(tmp_path, offline_cache, capsys):

@@ -21,13 +21,13 @@ NEW = ["Effusion", "Pneumomediastinum", "Atelectasis"]  # "Effusion" is "Pleural
 def new_model(source, head: dict, backbone: str = "resnet10t"):
     torch.manual_seed(1)
     config = ModelConfig(backbone=backbone, head=head, init_from=source)
-    context = {"class_names": NEW, "train_labels": np.zeros((4, len(NEW)), np.float32)}
+    context = {"class_names": NEW, "train_labels": np.eye(len(NEW), dtype=np.float32)}
     return build_model(config, len(NEW), 32, context=context)
 
 
 def fresh(head: dict):
     torch.manual_seed(1)
-    context = {"class_names": NEW, "train_labels": np.zeros((4, len(NEW)), np.float32)}
+    context = {"class_names": NEW, "train_labels": np.eye(len(NEW), dtype=np.float32)}
     return build_model(ModelConfig(backbone="resnet10t", head=head), len(NEW), 32, context=context)
 
 

@@ -164,7 +164,9 @@ def run_graph(graph: Path, fmt: str, images: np.ndarray) -> np.ndarray:
     """Probabilities of an exported graph on float gray-level images (N, 1, H, W)."""
     if fmt == "onnx":
         return OnnxModel(graph).probabilities(images)
-    module = torch.jit.load(str(graph))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream; the file format is ours
+        module = torch.jit.load(str(graph))
     with torch.inference_mode():
         return module(torch.from_numpy(images)).numpy()
 
@@ -205,13 +207,15 @@ class OnnxModel(nn.Module):
 
     head = None
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
         import onnxruntime
 
         self.path = Path(path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

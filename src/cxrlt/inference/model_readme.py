@@ -133,7 +133,7 @@ def _results(card: ModelCard, metrics: dict[str, Any] | None) -> list[str]:
         bounds = (intervals.get("groups") or {}).get(group, {})
         lines.append(f"| {group} | {values.get('classes')} | {_fmt(values.get('auc'))}{span(bounds.get('auc'))} "
                      f"| {_fmt(values.get('ap'))}{span(bounds.get('ap'))} |")
-    lines += ["", "| class | group | positives | AUC | AP | threshold |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| class | group | {metrics['split']} positives | AUC | AP | threshold |", "|---|---|---|---|---|---|"]
     for name, values in metrics["per_class"].items():
         bounds = (intervals.get("per_class") or {}).get(name) or {}
         threshold = values.get("threshold")

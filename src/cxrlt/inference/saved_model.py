@@ -42,7 +42,10 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | Path, context: dict[str, Any] | None = None) -> tuple[CxrModel, ModelCard]:
-    """Load a model saved by `export_model` from its folder (or its weights or card file)."""
+    """Load a model saved by `export_model` from its folder (or its weights or card file, or `hf-hub:OWNER/NAME`)."""
+    from cxrlt.inference.hub import local_model
+
+    path = local_model(path)
     files = ModelFiles.at(Path(path).parent if Path(path).suffix == ".json" else path)
     if not files.exist():
         raise InputError(f"no saved model here: expected {files.WEIGHTS} and {files.CARD} (written at the end of "
