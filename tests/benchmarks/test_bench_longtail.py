@@ -47,6 +47,10 @@ def test_every_method_is_a_valid_run_and_crt_reuses_its_plain_first_stage(path, 
     assert by_key["cal/seed0"].config.loss.name == "class_aware"
     assert by_key["en_focal/seed1"].config.loss.name == "effective_number_focal"
     assert by_key["bce+cycle/seed0"].config.train.sampler.name == "cycle"
+    assert by_key["db/seed0"].config.loss.name == "distribution_balanced"
+    assert by_key["la/seed1"].config.loss.name == "logit_adjusted"
+    ldam = by_key["ldam_drw/seed0"].config.loss
+    assert ldam.name == "ldam" and ldam.model_dump()["drw_after"] == 5
     crt = by_key["cal+crt/seed0"].config.stage_list()[1]
     assert crt.freeze_backbone and crt.epochs == 3 and by_key["cal+crt/seed0"].config.loss.name == "class_aware"
     assert by_key["bce+crt_cal/seed0"].config.stage_list()[1].loss.name == "class_aware"
