@@ -38,7 +38,10 @@ def test_evaluate_run_dir_with_subgroups_and_refused_study_scoring(run_dir):
     assert outcome.code == 0, outcome.err
     assert "subgroups by view" in outcome.out
     assert list(json.loads((run_dir / "metrics.json").read_text())["subgroups"]) == ["view"]
+    # The run's config asks for view subgroups, which a study (frontal and lateral together) cannot have.
     refused = run_cxrlt(["evaluate", run_dir, "--aggregate", "study", "--no-progress"])
+    assert refused.code == 2 and "view subgroups cannot be scored per study" in refused.err, refused.err
+    refused = run_cxrlt(["evaluate", run_dir, "--aggregate", "study", "--subgroups", "source", "--no-progress"])
     assert refused.code == 2 and "test split has a study id" in refused.err, refused.err
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["evaluation"]["subgroups"] == ["view", "source"]
 
