@@ -298,7 +298,8 @@ def _check_options(resamples: int, level: float) -> None:
 
 
 # ---------------------------------------------------------------------- results
-def _interval(values: np.ndarray, level: float) -> list[float] | None:
+def percentile_interval(values: np.ndarray, level: float) -> list[float] | None:
+    """The central `level` percentile interval of the finite values (None when there are none)."""
     finite = values[np.isfinite(values)]
     if not len(finite):
         return None
@@ -390,7 +391,7 @@ class BootstrapResult:
         undefined: dict[str, dict[str, int]] = {}
         for j, name in enumerate(self.classes):
             per_class[name] = {
-                m: _interval(self.samples(m)[:, j], self.level) if self.defined[j] else None for m in self.metrics
+                m: percentile_interval(self.samples(m)[:, j], self.level) if self.defined[j] else None for m in self.metrics
             }
             missing = {m: int(np.isnan(self.samples(m)[:, j]).sum()) for m in self.metrics}
             if self.defined[j] and any(missing.values()):
@@ -398,11 +399,11 @@ class BootstrapResult:
         out: dict[str, Any] = {
             "level": self.level, "resamples": self.resamples, "unit": self.unit, "seed": self.seed,
             "per_class": per_class,
-            "mean": {m: _interval(self.mean_samples(m), self.level) for m in self.metrics},
+            "mean": {m: percentile_interval(self.mean_samples(m), self.level) for m in self.metrics},
         }
         masks = _group_masks(self.classes, groups)
         if masks:
-            out["groups"] = {g: {m: _interval(self.mean_samples(m, mask), self.level) for m in self.metrics}
+            out["groups"] = {g: {m: percentile_interval(self.mean_samples(m, mask), self.level) for m in self.metrics}
                              for g, mask in masks.items()}
         out["undefined_resamples"] = undefined
         return out
@@ -461,7 +462,7 @@ class PairedResult:
         finite = diff[np.isfinite(diff)]
         return {
             "a": float(point_a), "b": float(point_b), "difference": float(point_a - point_b),
-            "interval": _interval(diff, self.a.level),
+            "interval": percentile_interval(diff, self.a.level),
             "share_a_better": float(np.mean(finite > 0)) if len(finite) else None,
         }
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cxrlt.evaluation.bootstrap import percentile_interval
 from cxrlt.evaluation.metadata import DEFAULT_AGE_EDGES, Attribute
 
 DEFAULT_MIN_IMAGES = 20
@@ -151,7 +152,7 @@ def _tpr_gaps(labels: np.ndarray, probs: np.ndarray, classes: list[str], values:
             entry["highest"] = scorable[int(np.nanargmax(rates))]
             entry["lowest"] = scorable[int(np.nanargmin(rates))]
         if gap_samples is not None:
-            entry["interval"] = _interval(gap_samples[j], level) if entry["gap"] is not None else None
+            entry["interval"] = percentile_interval(gap_samples[j], level) if entry["gap"] is not None else None
         out[name] = entry
     return out
 
@@ -165,15 +166,6 @@ def _gap(tp: np.ndarray, pos: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: masked below
         spread = np.nanmax(rates, axis=0) - np.nanmin(rates, axis=0)
     return np.where(enough, spread, np.nan)
-
-
-def _interval(values: np.ndarray, level: float) -> list[float] | None:
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return None
-    tail = 50 * (1 - level)
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return [float(lo), float(hi)]
 
 
 def _worst(groups: dict[str, Any], scorable: list[str], classes: list[str]) -> dict[str, Any]:
