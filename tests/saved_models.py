@@ -42,6 +42,26 @@ def saved_model(folder, head: dict, thresholds=None):
     return folder
 
 
+# A three-class linear model stored at 64 px and read at 48 (the resize every reader of a saved model applies),
+# for the `predict` and `cam` command tests.
+COMMAND_CLASSES = ["Atelectasis", "Effusion", "Hernia"]
+
+
+def command_model(folder, thresholds=None):
+    """(folder, model): a resnet10t of `COMMAND_CLASSES` saved at image_size 48, stored_size 64."""
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet10t")
+    model = build_model(config, len(COMMAND_CLASSES)).eval()
+    export_model(model, folder, ModelCard(model=config, classes=COMMAND_CLASSES, image_size=48, stored_size=64,
+                                          thresholds=thresholds))
+    return folder, model
+
+
+def write_png(path, seed, shape=(80, 96)):
+    """A noise PNG of `shape` (not the model's size: readers must resize it)."""
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+
+
 def image_files(folder, n=3):
     """PNGs already at the model's input size: their gray levels are exactly the graph's input."""
     folder.mkdir()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cxrlt.cli import main
 from cxrlt.config import ModelConfig
@@ -14,23 +13,14 @@ from cxrlt.evaluation.predictions import read_predictions
 from cxrlt.models.build import build_model
 from cxrlt.inference.saved_model import export_model
 from cxrlt.models.card import ModelCard
+from saved_models import COMMAND_CLASSES, command_model, write_png as _write_png
 
-CLASSES = ["Atelectasis", "Effusion", "Hernia"]
+CLASSES = COMMAND_CLASSES
 
 
 @pytest.fixture()
 def saved_model(tmp_path):
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet10t")
-    model = build_model(config, len(CLASSES)).eval()
-    export_model(model, tmp_path / "run", ModelCard(model=config, classes=CLASSES, image_size=48, stored_size=64,
-                                                    thresholds=[0.5, 0.5, 0.5]))
-    return tmp_path / "run", model
-
-
-def _write_png(path, seed):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (80, 96), dtype=np.uint8)).save(path)
+    return command_model(tmp_path / "run", thresholds=[0.5, 0.5, 0.5])
 
 
 def test_predict_folder_and_file_matches_the_model(tmp_path, saved_model, capsys):

@@ -18,9 +18,8 @@ from cxrlt.explain.cam import cam_maps, class_indices, compute_maps, grad_cam_ma
 from cxrlt.explain.overlay import blend, example_overlays, save_overlay
 from cxrlt.models.build import CxrModel, build_model
 from cxrlt.models.heads import CamUnsupported
-from cxrlt.inference.saved_model import export_model
-from cxrlt.models.card import ModelCard
 
+from saved_models import COMMAND_CLASSES, command_model, write_png as _write_png
 from quadrant_models import QUADRANTS, QuadrantBackbone, SquaredMeanHead, quadrant_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -227,20 +226,12 @@ def test_save_overlay_writes_a_png(tmp_path):
 
 
 # ---------------------------------------------------------------------- CLI
-CLASSES = ["Atelectasis", "Effusion", "Hernia"]
+CLASSES = COMMAND_CLASSES
 
 
 @pytest.fixture()
 def saved_model(tmp_path):
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet10t")
-    model = build_model(config, len(CLASSES)).eval()
-    export_model(model, tmp_path / "run", ModelCard(model=config, classes=CLASSES, image_size=48, stored_size=64))
-    return tmp_path / "run", model
-
-
-def _write_png(path, seed, shape=(80, 96)):
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return command_model(tmp_path / "run")
 
 
 def _model_probs(model, path):
