@@ -33,9 +33,13 @@ weights.
 Intervals are percentile intervals of the resampled values. A class with no
 weighted positive or no weighted negative in a resample has no value there;
 such resamples are left out of its interval (counted in
-`undefined_resamples`), and the macro mean of that resample averages the
-classes that are defined in it, among those that enter the point estimate's
-mean (classes with positives and negatives in the evaluated set).
+`undefined_resamples`). In the macro mean of that resample the class counts
+at its value on the evaluated set. Averaging only the classes defined in a
+resample would shift the mean's interval: the classes that drop out are the
+rarest, whose AP (and often AUC) is lowest, so the interval of a small test
+set could lie wholly above the mean it is meant to bracket. The price is a
+slightly narrow mean interval when a class is missing from many resamples
+(one or two positive patients; `undefined_resamples` says how many).
 """
 
 from __future__ import annotations
@@ -319,12 +323,13 @@ def _group_masks(classes: Sequence[str], groups: Sequence[str] | None) -> dict[s
     return {name: labels == name for name in names}
 
 
-def _mean(values: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Per-resample mean over `members`, leaving out classes undefined in that resample."""
-    chosen = values[..., members]
-    count = np.isfinite(chosen).sum(axis=-1)
-    total = np.where(np.isfinite(chosen), chosen, 0.0).sum(axis=-1)
-    return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+def _mean(values: np.ndarray, point: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Per-resample mean over `members` (classes defined on the evaluated set); a class undefined in a
+    resample counts at its `point` value there (see the module notes)."""
+    if not members.any():
+        return np.full(values.shape[0], np.nan)
+    chosen = values[:, members]
+    return np.where(np.isfinite(chosen), chosen, point[members][None, :]).mean(axis=1)
 
 
 @dataclass
@@ -377,7 +382,7 @@ class BootstrapResult:
     def mean_samples(self, metric: str, members: np.ndarray | None = None) -> np.ndarray:
         """Replicates of the macro mean of `metric` over `members` (default: all) among defined classes."""
         chosen = self.defined if members is None else self.defined & members
-        return _mean(self.samples(metric), chosen)
+        return _mean(self.samples(metric), getattr(self, metric), chosen)
 
     def to_dict(self, groups: Sequence[str] | None = None) -> dict[str, Any]:
         """The `intervals` section of metrics.json.
