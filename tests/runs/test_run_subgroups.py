@@ -33,10 +33,12 @@ def test_training_writes_subgroups_at_the_tuned_thresholds(run_dir):
     assert report["subgroup_summary"]["settings"]["thresholds"] == "tuned"
 
 
-def test_evaluate_run_dir_with_subgroups_and_refused_study_scoring(run_dir):
-    outcome = run_cxrlt(["evaluate", run_dir, "--subgroups", "view", "--no-progress"])
+def test_evaluate_run_dir_with_subgroups_and_refused_study_scoring(run_dir, tmp_path):
+    outcome = run_cxrlt(["evaluate", run_dir, "--subgroups", "view", "--no-progress", "--plots", tmp_path / "plots"])
     assert outcome.code == 0, outcome.err
     assert "subgroups by view" in outcome.out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "per_class.png", "pr.png", "reliability.png", "roc.png", "subgroups.png"]
     assert list(json.loads((run_dir / "metrics.json").read_text())["subgroups"]) == ["view"]
     # The run's config asks for view subgroups, which a study (frontal and lateral together) cannot have.
     refused = run_cxrlt(["evaluate", run_dir, "--aggregate", "study", "--no-progress"])

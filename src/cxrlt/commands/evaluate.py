@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threshold_method_arguments(tuning)
     parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="fixed decision threshold for F1 (default: 0.5)")
     parser.add_argument("--plots", metavar="DIR", type=Path,
-                        help="also save roc.png, pr.png, per_class.png and reliability.png here")
+                        help="also save roc.png, pr.png, per_class.png and reliability.png here "
+                             "(and subgroups.png with subgroups)")
     uncertainty = parser.add_argument_group("uncertainty and calibration")
     add_bootstrap_arguments(uncertainty)
     uncertainty.add_argument("--temperature", action="store_true",
@@ -117,11 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_run_dir(args: argparse.Namespace) -> int:
+    from cxrlt.io import check_output
     from cxrlt.runs.finish import evaluate_run
 
     if args.metadata is not None or args.study_column is not None:
         raise ConfigError("a run folder's metadata and study ids are its label files' (sex, age, view, source, "
                           "study_id): --metadata and --study-column are for prediction tables")
+    if args.plots is not None:
+        check_output(args.plots, "--plots", folder=True)
     evaluation = {}
     options = evaluation_options(args)
     if options["subgroups"] is not None:
@@ -135,6 +139,8 @@ def _evaluate_run_dir(args: argparse.Namespace) -> int:
     if args.bootstrap:
         evaluation["bootstrap"] = args.bootstrap
     scores = evaluate_run(args.run_dir, args.split or "test", progress=not args.no_progress, evaluation=evaluation)
+    if args.plots is not None:
+        scores.write_plots(args.plots)
     print(scores.table)
     for line in scores.summary_lines():
         print(line)

@@ -33,13 +33,15 @@ weights.
 Intervals are percentile intervals of the resampled values. A class with no
 weighted positive or no weighted negative in a resample has no value there;
 such resamples are left out of its interval (counted in
-`undefined_resamples`). In the macro mean of that resample the class counts
-at its value on the evaluated set. Averaging only the classes defined in a
-resample would shift the mean's interval: the classes that drop out are the
-rarest, whose AP (and often AUC) is lowest, so the interval of a small test
-set could lie wholly above the mean it is meant to bracket. The price is a
-slightly narrow mean interval when a class is missing from many resamples
-(one or two positive patients; `undefined_resamples` says how many).
+`undefined_resamples`). A macro mean's replicate is the point mean plus the
+mean change, from their point values, of the classes defined in that
+resample. Averaging the defined classes' values themselves would shift the
+mean's interval: the classes that drop out are the rarest, whose AP (and
+often AUC) is lowest, so the interval of a small test set could lie wholly
+above the mean it is meant to bracket. Counting a missing class at its
+point value instead would hide its uncertainty and narrow the interval of
+a small subgroup several-fold; the mean change of the classes present
+keeps the spread they show.
 """
 
 from __future__ import annotations
@@ -324,12 +326,15 @@ def _group_masks(classes: Sequence[str], groups: Sequence[str] | None) -> dict[s
 
 
 def _mean(values: np.ndarray, point: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Per-resample mean over `members` (classes defined on the evaluated set); a class undefined in a
-    resample counts at its `point` value there (see the module notes)."""
+    """Per-resample macro mean over `members` (classes defined on the evaluated set): the point mean plus
+    the mean change, from its point value, of the member classes defined in that resample (module notes)."""
     if not members.any():
         return np.full(values.shape[0], np.nan)
-    chosen = values[:, members]
-    return np.where(np.isfinite(chosen), chosen, point[members][None, :]).mean(axis=1)
+    change = values[:, members] - point[members][None, :]
+    count = np.isfinite(change).sum(axis=1)
+    total = np.where(np.isfinite(change), change, 0.0).sum(axis=1)
+    shift = np.divide(total, count, out=np.full(len(count), np.nan), where=count > 0)
+    return point[members].mean() + shift
 
 
 @dataclass
