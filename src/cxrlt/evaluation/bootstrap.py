@@ -41,7 +41,10 @@ often AUC) is lowest, so the interval of a small test set could lie wholly
 above the mean it is meant to bracket. Counting a missing class at its
 point value instead would hide its uncertainty and narrow the interval of
 a small subgroup several-fold; the mean change of the classes present
-keeps the spread they show.
+keeps the spread they show. AP's replicates still run high when a class has
+only a few positives (a positive drawn twice ranks its copies together,
+raising precision there), so with a handful of positives per class the
+percentile interval of AP can lie above the point value.
 """
 
 from __future__ import annotations
