@@ -8,8 +8,8 @@ This file only names the methods. It runs
     cxrlt sweep BASE.yaml --variant bce: --variant focal:loss.name=focal ... --seeds 0,1,2 --out OUT
 
 (printed first), one variant per method of `--methods`; every other argument
-(`--out`, `--seeds`, `--jobs`, `--baseline`, `--collect`, `--print-commands`,
-`--no-progress`, `--resamples`) goes to `cxrlt sweep` as it is. Running the
+(`--out`, `--seeds`, `--folds`, `--jobs`, `--baseline`, `--collect`,
+`--print-commands`, `--no-progress`, `--resamples`) goes to `cxrlt sweep` as it is. Running the
 same command again continues a stopped benchmark. docs/benchmark.md has
 the settings (configs/benchmark/), the commands and the results.
 

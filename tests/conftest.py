@@ -1,8 +1,9 @@
-"""Shared test fixtures: the real data folder and offline hub settings."""
+"""Shared test fixtures: the real data folder, offline hub settings, Ctrl-C for started commands."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,12 @@ SHARED_DATA = Path(os.environ.get("CXRLT_SHARED_DATA", REPO.parent / "shared" / 
 
 # Tests never reach a model hub: there is no network besides package registries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# A suite started in the background (`nohup pytest &` from a script) inherits SIGINT ignored, and so would every
+# command it starts: the Ctrl-C tests would see their command run to its end instead of stopping. A handler here
+# is reset to the default in each started process, which then turns Ctrl-C into KeyboardInterrupt as usual.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -209,6 +209,27 @@ class StageFiles:
 
 
 @dataclass(frozen=True)
+class ResultFiles:
+    """Where a finished run's results are read from (what a sweep's summary reads).
+
+    The metrics report, the scored predictions and their labels, and the
+    validation predictions and labels its decision thresholds were tuned on
+    (None: tuned on the scored predictions themselves, as out-of-fold ones are).
+    """
+
+    metrics: Path
+    predictions: Path
+    labels: Path
+    validation: tuple[Path, Path] | None
+
+    def tuning(self, split: str) -> tuple[Path, Path]:
+        """The predictions and labels the thresholds of results scored on `split` were tuned on."""
+        if self.validation is None or split == "val":
+            return self.predictions, self.labels
+        return self.validation
+
+
+@dataclass(frozen=True)
 class RunFiles:
     """Every path of one run folder."""
 
@@ -272,6 +293,14 @@ class RunFiles:
     @property
     def headline_labels(self) -> Path:
         return self.path / "labels.csv"
+
+    @property
+    def results(self) -> ResultFiles:
+        """The headline split's metrics, predictions and labels, and validation's files (saved apart when another
+        split is the headline)."""
+        apart = "test"  # any headline other than validation names validation's files apart
+        return ResultFiles(self.headline_metrics, self.headline_predictions, self.headline_labels,
+                           (self.predictions("val", apart), self.labels("val", apart)))
 
     @property
     def plots(self) -> Path:
@@ -358,6 +387,12 @@ class KFoldFiles:
         return self.path / "metrics_oof.json"
 
     @property
+    def results(self) -> ResultFiles:
+        """The out-of-fold metrics, predictions and labels: every non-test image, scored by a model that did not
+        train on its patient (thresholds tuned on them)."""
+        return ResultFiles(self.oof_metrics, self.oof_predictions, self.oof_labels, None)
+
+    @property
     def predictions(self) -> Path:
         """Test predictions, the fold models merged."""
         return self.path / "predictions.csv"
@@ -399,8 +434,12 @@ class SweepFiles:
         """The run folder of one variant and seed."""
         return RunFiles(self.path / "runs" / variant / f"seed{seed}")
 
+    def kfold(self, variant: str, seed: int) -> KFoldFiles:
+        """The k-fold folder of one variant and seed (a sweep scored out of fold, `--folds`): where `run` is."""
+        return KFoldFiles(self.run(variant, seed).path)
+
     def log(self, variant: str, seed: int) -> Path:
-        """Output of the `cxrlt train` process of one run (appended to on every attempt)."""
+        """Output of the `cxrlt train` (or `cxrlt kfold`) process of one run (appended to on every attempt)."""
         return self.path / "logs" / f"{variant}-seed{seed}.log"
 
     @property

@@ -24,7 +24,7 @@ from cxrlt.evaluation.predictions import write_labels, write_predictions
 from cxrlt.evaluation.sweep import RunOutcome, format_summary, results_table, summarise
 from cxrlt.io import write_json
 from cxrlt.layout import RunFiles, SweepFiles
-from cxrlt.runs.folder import SweepFolder
+from cxrlt.runs.folder import RunFolder, SweepFolder
 from cxrlt.runs.sweep import (Sweep, SweepSpec, Variant, cpu_threads, grid_variants, named_variant, parse_seeds,
                               plan_runs, split_values, visible_gpus)
 
@@ -145,8 +145,10 @@ def test_summary_numbers_equal_a_hand_computation(tmp_path):
         order = list(range(60)) if seed == 0 else list(range(59, -1, -1))
         fake_run(files, rng, [ids[i] for i in order], labels[order], val_ids, val_labels,
                  {"mean": auc, "head": auc + 0.1, "medium": auc, "tail": auc - 0.2})
-        outcomes.append(RunOutcome(variant, seed, "finished", files, seconds=10.0 * (seed + 1), cpu_seconds=4.0 + seed))
-    outcomes.append(RunOutcome("focal", 2, "failed", sweep.run("focal", 2), 3.0, "exit code 2: no such backbone"))
+        outcomes.append(RunOutcome(variant, seed, "finished", files.results, seconds=10.0 * (seed + 1),
+                                   cpu_seconds=4.0 + seed))
+    outcomes.append(RunOutcome("focal", 2, "failed", sweep.run("focal", 2).results, 3.0,
+                               "exit code 2: no such backbone"))
 
     summary = summarise(outcomes, ["bce", "focal"], "bce", patients, resamples=200)
 
@@ -232,6 +234,24 @@ def test_jobs_pin_each_run_to_its_own_gpu_and_an_even_share_of_threads(tmp_path,
     assert {gpu for gpu, _, _ in seen} == {"3", "5"}
     overlapping = [(x, y) for i, x in enumerate(seen) for y in seen[i + 1:] if x[1] < y[2] and y[1] < x[2]]
     assert overlapping and all(x[0] != y[0] for x, y in overlapping)  # runs at once never share a GPU
+
+
+def test_a_run_waits_for_a_shared_first_stage_another_process_is_training(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    data = tiny_base(tmp_path / "data")
+    data["data"]["sources"][0]["n_images"] = 60
+    base.write_text(yaml.safe_dump(data))
+    spec = SweepSpec.build([Variant("bce", ()), Variant("bce+crt", (CRT,)), Variant("focal", ("loss.name=focal",))],
+                           (0,), None)
+    sweep = Sweep.open(tmp_path / "sw", base, spec)
+    sweep.save()
+    bce = RunFolder(sweep.runs[0].files.path)
+    with bce.claim().lock("train"):  # a scheduler's `cxrlt train` of bce, started from --print-commands
+        sweep.train(progress=False, executable=[sys.executable, "-c", PROBE])
+    assert ("in use by another process, or waiting for the first stage of one that is (skipped; run the sweep again "
+            "when it has finished): bce/seed0, bce+crt/seed0") in capsys.readouterr().out
+    assert list(sweep.records) == ["focal/seed0"]  # only focal was started (by the probe)
+    assert not (sweep.runs[1].files.path / "stages").exists()
 
 
 @pytest.mark.parametrize("given, jobs, threads", [("4", 2, 2), ("4", 3, 1), ("4", 8, 1), ("16", 3, 5)])
@@ -338,6 +358,61 @@ def test_printed_commands_train_the_runs_and_collect_summarises_them(tmp_path, c
     rows = read_results(out / "results.csv")
     assert [(r["variant"], r["status"]) for r in rows] == [("bce", "finished"), ("bce+crt", "pending")]
     assert rows[0]["mean_auc"] == str(json.loads((out / "runs/bce/seed0/metrics.json").read_text())["mean"]["auc"])
+
+
+@pytest.mark.slow
+def test_a_sweep_scored_out_of_fold_runs_kfold_shares_every_folds_first_stage_and_summarises_the_oof_predictions(
+        tmp_path, capsys):
+    raw = tiny_base(tmp_path / "data")
+    raw["data"]["split"] = {"method": "kfold", "test_fraction": 0.0, "seed": 0}  # every image is scored out of fold
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "sw"
+    argv = ["sweep", str(base), "--folds", "2", "--variant", "bce:", "--variant", f"bce+crt:{CRT}", "--seeds", "0",
+            "--out", str(out), "--resamples", "50", "--no-progress"]
+    assert main([*argv, "--print-commands"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"cxrlt kfold {out / 'base.yaml'} train.seed=0 name=tiny-bce-seed0 --folds 2 --out {out / 'runs/bce/seed0'} "
+        "--no-progress")
+    assert main(argv) == 0
+    output = capsys.readouterr().out
+    assert "2 runs of 2 folds each" in output and "bce+crt/seed0: reuses the finished stage 01-main of bce/seed0" \
+        in output
+    for fold in (0, 1):  # the re-trained classifier sits on the very backbone of bce's fold
+        bce, crt = (out / f"runs/{v}/seed0/folds/{fold}/stages/01-main/checkpoints/best.ckpt" for v in ("bce", "bce+crt"))
+        assert crt.read_bytes() == bce.read_bytes()
+        assert (out / f"runs/bce+crt/seed0/folds/{fold}/stages/02-crt/done.json").is_file()
+    rows = read_results(out / "results.csv")
+    oof = {v: json.loads((out / f"runs/{v}/seed0/metrics_oof.json").read_text()) for v in ("bce", "bce+crt")}
+    assert [(r["variant"], r["status"], r["split"], r["n_images"]) for r in rows] == [
+        ("bce", "finished", "out-of-fold", "400"), ("bce+crt", "finished", "out-of-fold", "400")]
+    assert [float(r["mean_auc"]) for r in rows] == [oof["bce"]["mean"]["auc"], oof["bce+crt"]["mean"]["auc"]]
+
+    # the paired difference by hand: out-of-fold probabilities, F1 at thresholds tuned on them (as k-fold does)
+    def table(variant: str, name: str) -> tuple[list[str], list[str], np.ndarray]:
+        with open(out / f"runs/{variant}/seed0/{name}") as handle:
+            rows = list(csv.DictReader(handle))
+        classes = [c for c in rows[0] if c != "image_id"]
+        return [r["image_id"] for r in rows], classes, np.array([[float(r[c]) for c in classes] for r in rows])
+
+    ids, classes, a = table("bce+crt", "predictions_oof.csv")
+    order = {i: k for k, i in enumerate(table("bce", "predictions_oof.csv")[0])}
+    b = table("bce", "predictions_oof.csv")[2][[order[i] for i in ids]]
+    label_ids, label_classes, labels = table("bce", "labels_oof.csv")
+    labels = labels[[{i: k for k, i in enumerate(label_ids)}[i] for i in ids]][:, [label_classes.index(c)
+                                                                                    for c in classes]]
+    defined = [j for j in range(len(classes)) if 0 < labels[:, j].sum() < len(ids)]
+    auc = [roc_auc_score(labels[:, j], a[:, j]) - roc_auc_score(labels[:, j], b[:, j]) for j in defined]
+    th_a, th_b = tune_thresholds(labels, a), tune_thresholds(labels, b)
+    f1 = [f1_score(labels[:, j], a[:, j] >= th_a[j]) - f1_score(labels[:, j], b[:, j] >= th_b[j]) for j in defined]
+    entry = json.loads((out / "summary.json").read_text())["variants"]["bce+crt"]["vs_baseline"]["mean"]
+    assert entry["auc"]["difference"] == pytest.approx(np.mean(auc))
+    assert entry["f1_tuned"]["difference"] == pytest.approx(np.mean(f1))
+    assert "F1 at the thresholds each run tuned on its out-of-fold predictions" in (out / "summary.md").read_text()
+
+    # a sweep folder keeps how its runs are scored
+    assert main(["sweep", str(base), "--variant", "bce:", "--seeds", "0", "--out", str(out)]) == 2
+    assert "is a sweep of 2 folds, not one run per variant and seed" in capsys.readouterr().err
 
 
 def test_a_folder_that_is_not_a_sweep_is_refused_before_anything_runs(tmp_path, capsys):

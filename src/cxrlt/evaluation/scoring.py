@@ -41,6 +41,8 @@ from cxrlt.evaluation.calibration import calibration_summary, operating_points
 from cxrlt.evaluation.metadata import Attribute
 from cxrlt.evaluation.metrics import MetricResult, UndefinedMetricWarning, compute_metrics
 
+# The split name of out-of-fold predictions (k-fold runs score them as one split and tune thresholds on them).
+OUT_OF_FOLD = "out-of-fold"
 # The sections a report can hold besides the caller's extras.
 SECTIONS = ("split", "n_images", "per_class", "mean", "groups", "intervals", "calibration", "thresholds")
 # Sections only some reports hold: study-level scoring, a named protocol, per-image metadata.

@@ -1,10 +1,11 @@
 """What a sweep's runs add up to: one row per run, mean ± sd over seeds, paired intervals, a plot.
 
-Everything is read from the run folders' own files (`cxrlt.layout.RunFiles`):
-`metrics.json` for every score (its `mean` and `groups` means, so a row
-repeats exactly what the run reported), and `predictions.csv` /
-`labels.csv` (plus the validation ones for thresholds) for the paired
-comparison.
+Everything is read from the runs' own result files
+(`cxrlt.layout.ResultFiles`: a run's headline files, or a k-fold run's
+out-of-fold ones): the metrics report for every score (its `mean` and
+`groups` means, so a row repeats exactly what the run reported), and the
+predictions and labels (plus those the thresholds were tuned on) for the
+paired comparison.
 
 Paired comparison with the baseline: the probabilities of a variant's
 finished seeds are averaged per image and class (its seed ensemble), as are
@@ -13,7 +14,8 @@ whole patients (when their ids are known) of the evaluated images, the same
 resamples for both, giving the interval of the difference of the macro
 means of AUC, AP and F1 overall and per group. F1 is at per-class
 thresholds tuned (as the runs tune theirs) on the seed-averaged validation
-probabilities. The interval says how much the choice of evaluated patients
+probabilities (out-of-fold runs tune on their own scored predictions, as
+`cxrlt kfold` does). The interval says how much the choice of evaluated patients
 alone could move the comparison of the two ensembles; the spread over seeds
 is the sd of the per-run scores.
 """
@@ -30,7 +32,8 @@ import numpy as np
 from cxrlt.errors import InputError
 from cxrlt.data.stats import GROUPS
 from cxrlt.io import read_json, save_figure, write_dataframe_csv, write_json, write_text
-from cxrlt.layout import RunFiles, SweepFiles
+from cxrlt.evaluation.scoring import OUT_OF_FOLD
+from cxrlt.layout import ResultFiles, SweepFiles
 
 SCORES = ("auc", "ap", "f1", "f1_tuned")
 # Columns of the Markdown tables and panels of the plot.
@@ -45,13 +48,13 @@ class RunOutcome:
     variant: str
     seed: int
     status: str
-    files: RunFiles
+    files: ResultFiles
     seconds: float | None = None
     error: str | None = None
     cpu_seconds: float | None = None
 
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.files.headline_metrics)
+        return read_json(self.files.metrics)
 
 
 def scores(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -98,7 +101,8 @@ def summarise(outcomes: Sequence[RunOutcome], variants: Sequence[str], baseline:
     reference = next((runs[0] for runs in [finished.get(baseline, [])] + list(finished.values()) if runs), None)
     if reference is not None:
         metrics = reference.metrics()
-        summary.update(split=metrics["split"], n_images=metrics["n_images"], positives=_positives(metrics))
+        summary.update(split=metrics["split"], n_images=metrics["n_images"], positives=_positives(metrics),
+                       tuned_on=metrics.get("thresholds", {}).get("tuned_on"))
     baseline_runs = finished.get(baseline, [])
     for name in variants:
         runs = [o for o in outcomes if o.variant == name]
@@ -150,13 +154,13 @@ def seed_average(files: Sequence[Path], reference: Any) -> np.ndarray:
     return total / len(files)
 
 
-def _labelled(files: RunFiles, split: str, headline: str) -> tuple[Any, np.ndarray]:
-    """A run's prediction table of `split` (the reference order) and its labels in that order."""
+def _labelled(predictions: Path, labels: Path) -> tuple[Any, np.ndarray]:
+    """A prediction table (the reference order) and its labels in that order."""
     from cxrlt.evaluation.predictions import align, read_label_csv, read_predictions
 
-    table = read_predictions(files.predictions(split, headline))
-    labels = read_label_csv(files.labels(split, headline), classes=table.classes, allow_missing_classes=True)
-    return table, align(table, labels).labels
+    table = read_predictions(predictions)
+    truth = read_label_csv(labels, classes=table.classes, allow_missing_classes=True)
+    return table, align(table, truth).labels
 
 
 def paired_difference(runs: Sequence[RunOutcome], baseline: Sequence[RunOutcome], patients: dict[str, Any] | None,
@@ -167,18 +171,16 @@ def paired_difference(runs: Sequence[RunOutcome], baseline: Sequence[RunOutcome]
 
     metrics = baseline[0].metrics()
     headline = metrics["split"]
-    reference, labels = _labelled(baseline[0].files, headline, headline)
-    probs = [seed_average([o.files.predictions(headline, headline) for o in side], reference)
-             for side in (runs, baseline)]
+    reference, labels = _labelled(baseline[0].files.predictions, baseline[0].files.labels)
+    probs = [seed_average([o.files.predictions for o in side], reference) for side in (runs, baseline)]
     thresholds = None
-    if all(o.files.predictions("val", headline).is_file() for o in [*runs, *baseline]):
-        val_reference, val_labels = _labelled(baseline[0].files, "val", headline)
+    if all(o.files.tuning(headline)[0].is_file() for o in [*runs, *baseline]):
+        val_reference, val_labels = _labelled(*baseline[0].files.tuning(headline))
         tuning = metrics.get("thresholds", {})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             thresholds = tuple(
-                tune_thresholds(val_labels, seed_average([o.files.predictions("val", headline) for o in side],
-                                                         val_reference),
+                tune_thresholds(val_labels, seed_average([o.files.tuning(headline)[0] for o in side], val_reference),
                                 method=tuning.get("method", "max_f1"),
                                 target_sensitivity=tuning.get("target_sensitivity", 0.9))
                 for side in (runs, baseline))
@@ -253,7 +255,9 @@ def format_summary(summary: dict[str, Any], title: str = "Sweep summary") -> str
         counts = "; ".join(f"{g} {e['min']}-{e['max']} ({len(e['classes'])} classes)" for g, e in groups.items())
         lines += [f"Evaluated on the {summary['split']} split, {summary['n_images']} images; positives per class: "
                   f"{counts}. Baseline: {summary['baseline']}.", ""]
-    lines += ["Mean ± sample sd over seeds (F1 at the thresholds each run tuned on validation; minutes of wall "
+    # Summaries written before `tuned_on` was kept are of runs tuned on validation.
+    tuned = "its out-of-fold predictions" if summary.get("tuned_on") == OUT_OF_FOLD else "validation"
+    lines += [f"Mean ± sample sd over seeds (F1 at the thresholds each run tuned on {tuned}; minutes of wall "
               "and CPU time per finished run, all attempts):", "",
               "| variant | seeds | " + " | ".join(heads) + " | wall min | CPU min |",
               "|---|---:|" + "---:|" * (len(heads) + 2)]

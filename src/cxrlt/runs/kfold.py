@@ -55,7 +55,7 @@ from cxrlt.errors import ConfigError, InputError, Interrupted
 from cxrlt.evaluation.calibration import fit_temperature
 from cxrlt.evaluation.metrics import UndefinedMetricWarning, tune_thresholds
 from cxrlt.evaluation.predictions import ClassTable, read_predictions, write_labels, write_predictions
-from cxrlt.evaluation.scoring import BootstrapSettings, Scores, Tuning, score_predictions
+from cxrlt.evaluation.scoring import OUT_OF_FOLD, BootstrapSettings, Scores, Tuning, score_predictions
 from cxrlt.io import read_json, write_json, write_text
 from cxrlt.layout import KFoldFiles
 from cxrlt.ownership import is_writer, refuse_if_locked
@@ -205,7 +205,7 @@ def combine_folds(run_dir: str | Path, progress: bool = True) -> KFoldResult:
     ids = np.asarray(part.image_ids, dtype=object)
     write_predictions(files.oof_predictions, ids, classes, oof_probs)
     write_labels(files.oof_labels, ids, classes, part.labels)
-    oof_metrics = score(part, oof_probs, "out-of-fold").metrics
+    oof_metrics = score(part, oof_probs, OUT_OF_FOLD).metrics
     write_json(files.oof_metrics, oof_metrics)
 
     test_metrics = None
@@ -236,7 +236,7 @@ def _scorer(config: RunConfig, pool: Any, oof_probs: np.ndarray, progress: bool)
                                      target_sensitivity=evaluation.target_sensitivity)
     common = dict(
         groups=LabelStats.from_table(pool).groups(**evaluation.groups.model_dump()), thresholds=thresholds,
-        tuning=Tuning(evaluation.threshold, "out-of-fold", evaluation.target_sensitivity),
+        tuning=Tuning(evaluation.threshold, OUT_OF_FOLD, evaluation.target_sensitivity),
         temperature=fit_temperature(pool.labels, oof_probs) if evaluation.temperature else None,
         bootstrap=BootstrapSettings(evaluation.bootstrap, seed=config.train.seed), progress=progress,
     )

@@ -18,17 +18,26 @@ and makes a sweep that is stopped and started again do what one plain run
 does: finished runs (their metrics, predictions and labels saved) are
 skipped, started ones resume from their last finished epoch.
 
+Scored out of fold (`--folds K`): each run is a k-fold run instead
+(`cxrlt kfold DIR/base.yaml OVERRIDES --folds K --out ...`, the base's
+images cut into K patient-grouped folds, `cxrlt.runs.kfold`), and its
+results are its out-of-fold predictions: every non-test image scored by
+the model that did not train on its patient. Seeds and variants of such a
+sweep share the folds (`data.split.seed`), so they stay paired image by
+image.
+
 Shared first stages: a run whose first stage would train exactly as an
 earlier run of the same seed (same configuration apart from its name, its
 later stages and its evaluation settings), such as `bce` and `bce` followed
-by classifier re-training, gets a copy of that finished stage and trains
-only its own later stages. It waits for that run when both are pending.
+by classifier re-training, gets a copy of that finished stage (of every
+fold, out of fold) and trains only its own later stages. It waits for that
+run when both are pending.
 
 The sweep folder (`cxrlt.layout.SweepFiles`) is claimed as a cxrlt folder
 of kind "sweep" and locked while a sweep command works on it. `sweep.json`
 holds the variants, seeds and baseline, and the time, attempts and last
 error of every run this sweep ran; later calls may add variants and seeds
-but not change one. The summary is `cxrlt.evaluation.sweep`'s.
+but not change one, nor the folds. The summary is `cxrlt.evaluation.sweep`'s.
 """
 
 from __future__ import annotations
@@ -51,9 +60,9 @@ import yaml
 from cxrlt.config import RunConfig, apply_overrides, load_yaml, parse_config
 from cxrlt.errors import ConfigError, CxrltError, InputError, Interrupted, clip, echo
 from cxrlt.io import read_json, write_json, write_text
-from cxrlt.layout import RunFiles, StageFiles
+from cxrlt.layout import KFoldFiles, RunFiles, StageFiles
 from cxrlt.ownership import check_name, is_locked
-from cxrlt.runs.folder import RunFolder, SweepFolder
+from cxrlt.runs.folder import KFoldFolder, RunFolder, SweepFolder
 
 if TYPE_CHECKING:
     from cxrlt.evaluation.sweep import RunOutcome
@@ -152,14 +161,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep runs: its variants in order, its seeds and the variant the others are compared with."""
+    """What a sweep runs: its variants in order, its seeds, the variant the others are compared with, and the
+    number of folds each run is scored out of (None: each run is one ordinary run)."""
 
     variants: tuple[Variant, ...]
     seeds: tuple[int, ...]
     baseline: str
+    folds: int | None = None
 
     @classmethod
-    def build(cls, variants: Sequence[Variant], seeds: Sequence[int], baseline: str | None) -> "SweepSpec":
+    def build(cls, variants: Sequence[Variant], seeds: Sequence[int], baseline: str | None,
+              folds: int | None = None) -> "SweepSpec":
         names = [v.name for v in variants]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -172,21 +184,29 @@ class SweepSpec:
         chosen = baseline or names[0]
         if chosen not in names:
             raise ConfigError(f"--baseline {echo(chosen)} is not one of the variants ({', '.join(names)})")
-        return cls(tuple(variants), tuple(seeds), chosen)
+        if folds is not None and folds < 2:
+            raise ConfigError(f"--folds must be at least 2 (5 is usual), got {folds}")
+        return cls(tuple(variants), tuple(seeds), chosen, folds)
 
     def to_json(self) -> dict[str, Any]:
         return {"variants": {v.name: list(v.overrides) for v in self.variants}, "seeds": list(self.seeds),
-                "baseline": self.baseline}
+                "baseline": self.baseline, "folds": self.folds}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "SweepSpec":
         variants = tuple(Variant(name, tuple(overrides)) for name, overrides in data["variants"].items())
-        return cls(variants, tuple(int(s) for s in data["seeds"]), data["baseline"])
+        return cls(variants, tuple(int(s) for s in data["seeds"]), data["baseline"], data.get("folds"))
 
     def extend(self, other: "SweepSpec | None", folder: Path) -> "SweepSpec":
         """This (saved) sweep with `other`'s new variants and seeds added; a changed variant is refused."""
         if other is None:
             return self
+        if other.folds != self.folds:
+            scored = {None: "one run per variant and seed"}
+            raise ConfigError(
+                f"{folder} is a sweep of {scored.get(self.folds, f'{self.folds} folds')}, not "
+                f"{scored.get(other.folds, f'{other.folds} folds')}; its runs cannot change how they are scored: "
+                "use another --out folder")
         mine = {v.name: v for v in self.variants}
         for variant in other.variants:
             if variant.name in mine and mine[variant.name].overrides != variant.overrides:
@@ -196,19 +216,21 @@ class SweepSpec:
                     "variants and seeds but not change one: give this one another name, or use another --out folder")
         variants = self.variants + tuple(v for v in other.variants if v.name not in mine)
         seeds = self.seeds + tuple(s for s in other.seeds if s not in self.seeds)
-        return SweepSpec(variants, seeds, other.baseline)
+        return SweepSpec(variants, seeds, other.baseline, self.folds)
 
 
 # ---------------------------------------------------------------------- runs
 @dataclass
 class PlannedRun:
-    """One (variant, seed) of a sweep: its overrides, resolved configuration and folder."""
+    """One (variant, seed) of a sweep: its overrides, resolved configuration and folder (a run folder, or a
+    k-fold folder when the sweep is scored out of `folds` folds)."""
 
     variant: str
     seed: int
     overrides: tuple[str, ...]
     config: RunConfig
-    files: RunFiles
+    files: RunFiles | KFoldFiles
+    folds: int | None = None
     donor: "PlannedRun | None" = None
 
     @property
@@ -217,18 +239,32 @@ class PlannedRun:
 
     @property
     def started(self) -> bool:
-        return RunFolder(self.files.path).started
+        """Its configuration is saved (`config.yaml`, or a k-fold folder's `kfold.yaml`)."""
+        return self.files.config.is_file()
 
     @property
     def finished(self) -> bool:
-        """Its headline metrics, predictions and labels are saved (what the summary reads)."""
-        files = self.files
-        return files.headline_metrics.is_file() and files.headline_predictions.is_file() \
-            and files.headline_labels.is_file()
+        """Its result metrics, predictions and labels are saved (what the summary reads)."""
+        results = self.files.results
+        return results.metrics.is_file() and results.predictions.is_file() and results.labels.is_file()
 
-    def first_stage(self) -> StageFiles:
-        """Its first stage's files."""
-        return self.files.stage(0, self.config.stage_list()[0].name)
+    def _run_folders(self) -> list[RunFiles]:
+        """The run folders that train: its own, or one per fold."""
+        if isinstance(self.files, KFoldFiles):
+            return [self.files.fold(k) for k in range(self.folds or 0)]
+        return [self.files]
+
+    def first_stages(self) -> list[StageFiles]:
+        """Its first stage's files (one per fold out of fold)."""
+        name = self.config.stage_list()[0].name
+        return [run.stage(0, name) for run in self._run_folders()]
+
+    def claim(self) -> None:
+        """Claim its folder (and every fold's run folder) before anything is copied in."""
+        if isinstance(self.files, KFoldFiles):
+            KFoldFolder(self.files.path).claim()
+        for run in self._run_folders():
+            RunFolder(run.path).claim()
 
 
 def first_stage_key(config: RunConfig) -> str:
@@ -254,7 +290,8 @@ def plan_runs(base: dict[str, Any], spec: SweepSpec, folder: SweepFolder) -> lis
             overrides = variant.overrides + (f"{SEED_KEY}={seed}", f"name={name}-{variant.name}-seed{seed}")
             config = parse_config(apply_overrides(base, overrides),
                                   origin=f"variant {variant.name} (overrides {' '.join(variant.overrides) or 'none'})")
-            run = PlannedRun(variant.name, seed, overrides, config, folder.run(variant.name, seed))
+            files = folder.run(variant.name, seed) if spec.folds is None else folder.kfold(variant.name, seed)
+            run = PlannedRun(variant.name, seed, overrides, config, files, spec.folds)
             run.donor = first_stages.setdefault(first_stage_key(config), run)
             if run.donor is run:
                 run.donor = None
@@ -263,10 +300,12 @@ def plan_runs(base: dict[str, Any], spec: SweepSpec, folder: SweepFolder) -> lis
 
 
 def train_arguments(run: PlannedRun, base: Path) -> list[str]:
-    """Arguments of the `cxrlt` command that trains (or resumes) `run`."""
+    """Arguments of the `cxrlt` command that trains (or resumes) `run`: `cxrlt train`, or `cxrlt kfold` out of fold."""
+    command = "train" if run.folds is None else "kfold"
     if run.started:
-        return ["train", "--resume", str(run.files.path), "--no-progress"]
-    return ["train", str(base), *run.overrides, "--out", str(run.files.path), "--no-progress"]
+        return [command, "--resume", str(run.files.path), "--no-progress"]
+    folds = [] if run.folds is None else ["--folds", str(run.folds)]
+    return [command, str(base), *run.overrides, *folds, "--out", str(run.files.path), "--no-progress"]
 
 
 # --------------------------------------------------------------------- sweep
@@ -351,7 +390,8 @@ class Sweep:
         return [run for run in self.runs if not run.finished and not is_locked(run.files.path)]
 
     def commands(self) -> list[str]:
-        """One plain `cxrlt train` command per pending run (first stages already finished elsewhere are copied in)."""
+        """One plain `cxrlt train` (or `cxrlt kfold`) command per pending run (first stages already finished
+        elsewhere are copied in)."""
         lines = []
         for run in self.pending():
             self._check_started(run)
@@ -367,22 +407,23 @@ class Sweep:
         if saved.model_dump(mode="json") != run.config.model_dump(mode="json"):
             raise ConfigError(
                 f"{run.files.path} holds a run with other settings than variant {run.variant}, seed {run.seed} of "
-                f"this sweep (its config.yaml differs); move that folder away to run it again")
+                f"this sweep (its {run.files.config.name} differs); move that folder away to run it again")
 
     def _reuse_first_stage(self, run: PlannedRun) -> bool:
-        """Copy the donor's finished first stage into a run that has not started; whether it was copied."""
+        """Copy the donor's finished first stage (of every fold) into a run that has not started; whether it was."""
         donor = run.donor
-        target = run.first_stage().folder
-        if donor is None or run.started or target.exists():
+        if donor is None or run.started:
             return False
-        source = donor.first_stage()
-        if not source.done.is_file():
+        pairs = [(source, target) for source, target in zip(donor.first_stages(), run.first_stages())
+                 if not target.folder.exists()]
+        if not pairs or not all(source.done.is_file() for source, _ in pairs):
             return False
-        RunFolder(run.files.path).claim()
-        staging = target.parent / f".{target.name}.copy"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source.folder, staging)
-        os.replace(staging, target)
+        run.claim()
+        for source, target in pairs:
+            staging = target.folder.parent / f".{target.folder.name}.copy"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(source.folder, staging)
+            os.replace(staging, target.folder)
         return True
 
     # ---------------------------------------------------------- running
@@ -392,7 +433,9 @@ class Sweep:
 
         pending = self.pending()
         busy = [run for run in self.runs if not run.finished and run not in pending]
-        todo = self._read_data(pending)
+        # A run whose shared first stage is being trained by another process would otherwise train its own.
+        busy += [run for run in pending if any(run.donor is other for other in busy)]
+        todo = self._read_data([run for run in pending if run not in busy])
         pool = _Pool(list(executable or [sys.executable, "-m", "cxrlt"]), jobs, cpu_threads(jobs), visible_gpus())
         print(_plan_text(self, todo, busy, pool), flush=True)
         total, done = len(self.runs), sum(run.finished for run in self.runs)
@@ -461,8 +504,8 @@ class Sweep:
         try:
             self._check_started(run)
             if self._reuse_first_stage(run):
-                print(f"{run.key}: reuses the finished stage {run.first_stage().folder.name} of {run.donor.key}",
-                      flush=True)
+                print(f"{run.key}: reuses the finished stage {run.first_stages()[0].folder.name} of "
+                      f"{run.donor.key}", flush=True)
         except CxrltError as exc:
             self._fail(run, str(exc))
             return
@@ -596,7 +639,9 @@ def _error_text(log: Path, offset: int, code: int) -> str:
             lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
     except OSError:
         lines = []
-    ours = [line for line in lines if line.startswith(("cxrlt train: error:", "cxrlt train: interrupted:"))]
+    ours = [line for line in lines
+            if line.startswith(tuple(f"cxrlt {command}: {what}:" for command in ("train", "kfold")
+                                     for what in ("error", "interrupted")))]
     text = ours[-1].split(":", 2)[2].strip() if ours else (lines[-1] if lines else "no output")
     return f"exit code {code}: {clip(text, 600)} (log: {log})"
 
@@ -607,17 +652,19 @@ def _plan_text(sweep: Sweep, todo: list[PlannedRun], busy: list[PlannedRun], poo
     resumed = sum(run.started for run in todo)
     where = f"GPUs {','.join(pool.gpus)}" if pool.gpus else "CPU"
     text = (f"sweep {sweep.folder.path}: {len(sweep.spec.variants)} variant(s) x {len(sweep.spec.seeds)} seed(s) = "
-            f"{len(runs)} runs; {finished} finished, {resumed} to resume, {len(todo) - resumed} to start"
+            f"{len(runs)} runs{'' if sweep.spec.folds is None else f' of {sweep.spec.folds} folds each'}; "
+            f"{finished} finished, {resumed} to resume, {len(todo) - resumed} to start"
             f"; {pool.jobs} at a time on {where}, {pool.threads} CPU thread(s) each")
     if busy:
-        text += f"\nin use by another process (skipped): {', '.join(run.key for run in busy)}"
+        text += (f"\nin use by another process, or waiting for the first stage of one that is (skipped; run the "
+                 f"sweep again when it has finished): {', '.join(run.key for run in busy)}")
     return text
 
 
 def _finished_line(run: PlannedRun, record: dict[str, Any], done: int, total: int, left_seconds: float) -> str:
     line = f"[{done}/{total}] {run.key}: {record['status']} after {record['seconds']:.0f} s"
     if record["status"] == "finished":
-        mean = read_json(run.files.headline_metrics)["mean"]
+        mean = read_json(run.files.results.metrics)["mean"]
         line += f"; {'; '.join(f'{k} {mean[k]:.4f}' for k in ('auc', 'ap') if mean.get(k) is not None)}"
     else:
         line += f": {record['error']}"
@@ -645,7 +692,7 @@ def outcomes(sweep: Sweep) -> list["RunOutcome"]:
                 status, error = record["status"], record.get("error")
             else:
                 status, error = "pending", None
-            out.append(RunOutcome(run.variant, run.seed, status, run.files, record.get("seconds"), error,
+            out.append(RunOutcome(run.variant, run.seed, status, run.files.results, record.get("seconds"), error,
                                   record.get("cpu_seconds")))
     return out
 
